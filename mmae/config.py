@@ -1,0 +1,170 @@
+"""Training configuration: one pydantic model with defaults, validated once at the edge.
+
+Every field is a knob a researcher may sweep (by its dotted name, e.g. ``loss.mu``).
+Unknown fields are rejected so a typo never silently trains the wrong thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["mae", "umae", "mmae", "simclr", "spectral", "barlow_twins", "byol"]
+MAE_FAMILY: tuple[str, ...] = ("mae", "umae", "mmae")
+SIAMESE_METHODS: tuple[str, ...] = ("simclr", "spectral", "barlow_twins", "byol")
+
+# Native image geometry of the datasets whose size is known before loading.
+NATIVE_IMAGE_SIZE: dict[str, int] = {"digits": 8, "cifar10": 32, "cifar100": 32, "synthetic": 8}
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(StrictModel):
+    dataset: Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"] = "digits"
+    root: str | None = None  # local folder: CIFAR python-pickle batches, or an ImageFolder with train/ and val/
+    image_size: int | None = Field(default=None, ge=4)  # resize to this side; None keeps the native size
+    batch_size: int = Field(default=256, ge=2)
+    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes
+    synthetic_samples: int = Field(default=512, ge=16)  # synthetic only: images per split
+    synthetic_classes: int = Field(default=10, ge=2)  # synthetic only
+
+    @model_validator(mode="after")
+    def _root_when_needed(self) -> DataConfig:
+        if self.dataset in ("cifar10", "cifar100", "imagefolder") and not self.root:
+            raise ValueError(f"data.root is required for dataset '{self.dataset}' (a local folder)")
+        if self.dataset == "imagefolder" and self.image_size is None:
+            raise ValueError("data.image_size is required for dataset 'imagefolder'")
+        return self
+
+    @property
+    def resolved_image_size(self) -> int:
+        """Side length of the images the model sees."""
+        return self.image_size or NATIVE_IMAGE_SIZE[self.dataset]
+
+
+class ModelConfig(StrictModel):
+    arch: Literal["vit", "resnet18"] = "vit"  # resnet18 (CIFAR stem) is for Siamese methods only
+    size: Literal["tiny", "small", "base", "large"] = "tiny"  # ViT width/depth/heads preset
+    depth: int | None = Field(default=None, ge=1)  # override the preset's encoder depth
+    patch_size: int = Field(default=2, ge=1)
+    mask_ratio: float = Field(default=0.75, gt=0.0, lt=1.0)  # MAE family: fraction of patches hidden
+    decoder_dim: int = Field(default=128, ge=8)
+    decoder_depth: int = Field(default=2, ge=1)
+    decoder_heads: int = Field(default=4, ge=1)
+    norm_pix_loss: bool = False  # MAE family: regress per-patch normalised pixels
+    projector_hidden_dim: int = Field(default=512, ge=8)  # Siamese projector MLP
+    projector_dim: int = Field(default=128, ge=2)  # Siamese embedding size d
+    predictor_hidden_dim: int = Field(default=512, ge=8)  # BYOL predictor MLP
+
+
+class LossConfig(StrictModel):
+    temperature: float = Field(default=0.5, gt=0.0)  # simclr: InfoNCE temperature
+    spectral_lambda: float = Field(default=1.0, ge=0.0)  # spectral: weight of Eq. 2's off-diagonal term
+    barlow_lambda: float = Field(default=0.0051, ge=0.0)  # barlow_twins: weight of Eq. 3's off-diagonal term
+    uniformity_gamma: float = Field(default=0.01, ge=0.0)  # umae: gamma of the uniformity term
+    tcr_lambda: float = Field(default=0.01, ge=0.0)  # mmae: lambda of Eq. 11
+    mu: float = Field(default=1.0, gt=0.0)  # mmae: mu of TCR_mu
+    # mmae: "paper" = logdet(mu I + Z^T Z) (Def. 4.8); "official" = logdet(I + (mu/d) Z^T Z) (M-MAE repo)
+    mu_convention: Literal["paper", "official"] = "paper"
+    byol_momentum: float = Field(default=0.99, ge=0.0, le=1.0)  # byol: base EMA momentum (cosine to 1)
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(default=1e-3, gt=0.0)  # peak learning rate of AdamW
+    weight_decay: float = Field(default=0.05, ge=0.0)
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(default=0.95, ge=0.0, lt=1.0)
+    warmup_steps: int = Field(default=20, ge=0)  # linear warmup, then cosine to min_lr
+    min_lr: float = Field(default=0.0, ge=0.0)
+    grad_clip: float | None = Field(default=None, gt=0.0)
+
+
+class MonitorConfig(StrictModel):
+    every: int = Field(default=10, ge=1)  # steps between information snapshots
+    online_probe: bool = True  # linear classifier on detached features, trained alongside
+    online_probe_lr: float = Field(default=1e-3, gt=0.0)
+
+
+class EvalConfig(StrictModel):
+    enabled: bool = True  # run the offline evaluation when pretraining ends
+    linear_epochs: int = Field(default=30, ge=1)  # offline linear probe on frozen unmasked features
+    linear_lr: float = Field(default=1e-2, gt=0.0)
+    knn_k: int = Field(default=20, ge=1)  # weighted kNN
+    knn_temperature: float = Field(default=0.07, gt=0.0)
+    finetune_epochs: int = Field(default=0, ge=0)  # 0 skips fine-tuning
+    finetune_lr: float = Field(default=1e-3, gt=0.0)
+
+
+class TrainConfig(StrictModel):
+    method: Method = "mmae"
+    seed: int = 0
+    steps: int = Field(default=300, ge=1)  # optimizer steps of pretraining
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    checkpoint_every: int = Field(default=100, ge=1)  # steps between checkpoints (and one at the end)
+    log_every: int = Field(default=1, ge=1)  # steps between train/* metric emissions
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.model.arch == "resnet18" and self.method in MAE_FAMILY:
+            raise ValueError(f"model.arch 'resnet18' cannot run masked method '{self.method}'; use 'vit'")
+        side = self.data.image_size
+        if side is None and self.data.dataset in NATIVE_IMAGE_SIZE:
+            side = NATIVE_IMAGE_SIZE[self.data.dataset]
+        if self.model.arch == "vit" and side is not None and side % self.model.patch_size:
+            raise ValueError(f"model.patch_size {self.model.patch_size} must divide the image size {side}")
+        return self
+
+
+def config_hash(config: TrainConfig) -> str:
+    """Stable 16-hex-digit identity of a config (canonical JSON, sorted keys)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def flatten_config(config: TrainConfig) -> dict[str, Any]:
+    """Dotted-key view of a config, e.g. ``{"loss.mu": 1.0, ...}`` (for params and sweep tables)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(f"{name}.", value)
+            else:
+                flat[name] = value
+
+    walk("", config.model_dump(mode="json"))
+    return flat
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a validated copy of ``config`` with dotted-key overrides applied (``{"loss.mu": 3}``).
+
+    Raises ``ValueError`` naming the key when a dotted path does not exist.
+    """
+    data = config.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown config field '{dotted}'")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"unknown config field '{dotted}'")
+        node[leaf] = value
+    return TrainConfig.model_validate(data)
