@@ -1,0 +1,115 @@
+"""ORM models: sweeps, jobs, attempts, API tokens, and the worker-written metric tables.
+
+Configs are stored as JSON exactly as validated by ``mmae.config.TrainConfig``; the config hash
+makes a sweep cell's identity, so resubmitting a sweep is idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from service.states import AttemptStatus, JobStatus
+from workers.tables import attempt_progress, metadata, metric_points
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)  # dotted field -> {"values": [...]} or a distribution
+    strategy: Mapped[str] = mapped_column(String(16))  # grid | random
+    num_samples: Mapped[int | None] = mapped_column(Integer, nullable=True)  # random only
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="sweep", order_by="Job.id")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("sweep_id", "config_hash", name="uq_jobs_sweep_cell"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
+    method: Mapped[str] = mapped_column(String(32), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_hash: Mapped[str] = mapped_column(String(32), index=True)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"), nullable=True, index=True)
+    cell_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # sweep cell's overrides
+    priority: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    max_retries: Mapped[int] = mapped_column(Integer, default=2)
+    retries_used: Mapped[int] = mapped_column(Integer, default=0)
+    num_cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    num_gpus: Mapped[float] = mapped_column(Float, default=0.0)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # final metrics
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    sweep: Mapped[Sweep | None] = relationship(back_populates="jobs")
+    attempts: Mapped[list[Attempt]] = relationship(back_populates="job", order_by="Attempt.number")
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the job
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.PENDING)
+    ray_submission_id: Mapped[str | None] = mapped_column(String(128), unique=True, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="attempts")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class MetricPoint(Base):
+    """Read-side mapping of ``workers.tables.metric_points``."""
+
+    __table__ = metric_points
+
+
+class AttemptProgress(Base):
+    """Read-side mapping of ``workers.tables.attempt_progress``."""
+
+    __table__ = attempt_progress

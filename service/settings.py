@@ -1,0 +1,43 @@
+"""Service settings, read once from the environment at startup and injected everywhere."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the control plane. Defaults give a zero-service laptop setup."""
+
+    model_config = SettingsConfigDict(env_prefix="MMAE_", extra="ignore")
+
+    data_dir: Path = Path("./mmae-data")  # runs, checkpoints, SQLite files, MLflow artifacts
+    database_url: str | None = None  # default: SQLite (WAL) under data_dir; PostgreSQL in production
+    ray_address: str | None = None  # None: start a local Ray instance; "ray://" or "http://head:8265" for a cluster
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MMAE_MLFLOW_TRACKING_URI")
+    )  # default: sqlite store under data_dir
+    mlflow_experiment: str = "mmae"
+    mlflow_ui_url: str | None = None  # base URL of the MLflow UI, for links from the web page
+    worker_python: str | None = None  # interpreter for Ray job entrypoints; default: this one
+    scheduler_interval_s: float = Field(default=1.0, gt=0)  # how often queued jobs are admitted
+    reconcile_interval_s: float = Field(default=3.0, gt=0)  # how often Ray job states are read back
+    pending_timeout_s: float = Field(default=900.0, gt=0)  # a Ray job PENDING longer than this is failed
+    stop_grace_s: float = Field(default=10.0, gt=0)  # cooperative stop window before a forced stop
+    collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # erank below this * dim flags a collapse
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'mmae.db').resolve()}"
+
+    @cached_property
+    def resolved_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Shared location of each job's run directory (checkpoints, metrics, specs)."""
+        return (self.data_dir / "runs").resolve()
