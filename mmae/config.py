@@ -28,7 +28,7 @@ class StrictModel(BaseModel):
 
 class DataConfig(StrictModel):
     dataset: Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"] = "digits"
-    root: str | None = None  # local folder: CIFAR python-pickle batches, or an ImageFolder with train/ and val/
+    root: str | None = None  # local folder: CIFAR python-pickle batches, or ImageFolder train/ + val/
     image_size: int | None = Field(default=None, ge=4)  # resize to this side; None keeps the native size
     batch_size: int = Field(default=256, ge=2)
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes
@@ -68,7 +68,9 @@ class LossConfig(StrictModel):
     temperature: float = Field(default=0.5, gt=0.0)  # simclr: InfoNCE temperature
     spectral_lambda: float = Field(default=1.0, ge=0.0)  # spectral: weight of Eq. 2's off-diagonal term
     barlow_lambda: float = Field(default=0.0051, ge=0.0)  # barlow_twins: weight of Eq. 3's off-diagonal term
-    uniformity_gamma: float = Field(default=0.01, ge=0.0)  # umae: gamma of the uniformity term
+    # umae: gamma of the paper's sum-form uniformity term; U-MAE's reference (lamb=0.01, tau=0.1) equals
+    # gamma = 1/B^2, i.e. ~1.5e-5 at batch 256 (see mmae.losses.umae)
+    uniformity_gamma: float = Field(default=1.5e-5, ge=0.0)
     tcr_lambda: float = Field(default=0.01, ge=0.0)  # mmae: lambda of Eq. 11
     mu: float = Field(default=1.0, gt=0.0)  # mmae: mu of TCR_mu
     # mmae: "paper" = logdet(mu I + Z^T Z) (Def. 4.8); "official" = logdet(I + (mu/d) Z^T Z) (M-MAE repo)
