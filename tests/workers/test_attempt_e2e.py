@@ -1,0 +1,144 @@
+"""Attempts run end to end through the session's Ray head: a tiny M-MAE pretraining on digits with its
+evaluation, metrics in SQL and MLflow, a worker killed mid-run and retried from its checkpoint, and a
+cancel that ends within the stop grace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import select
+
+from mmae.config import TrainConfig, flatten_config
+from service.models import AttemptProgress, Job, MetricPoint
+from service.scheduler import SchedulerLoop, request_cancel
+from service.states import AttemptStatus, JobStatus
+
+if TYPE_CHECKING:
+    from conftest import ControlPlane
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = {
+    "method": "mmae",
+    "steps": 20,
+    "checkpoint_every": 10,
+    "data": {"dataset": "digits", "batch_size": 64},
+    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
+    "monitor": {"every": 5},
+    "eval": {"linear_epochs": 2},
+}
+
+
+def with_steps(steps: int, checkpoint_every: int) -> dict[str, Any]:
+    return {**TINY, "steps": steps, "checkpoint_every": checkpoint_every}
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return value
+
+
+def steps_of(plane: ControlPlane, job_id: int, name: str) -> list[int]:
+    with plane.factory() as session:
+        query = select(MetricPoint.step).where(MetricPoint.job_id == job_id, MetricPoint.name == name)
+        return sorted(session.scalars(query))
+
+
+def progress(plane: ControlPlane, attempt_id: int) -> AttemptProgress | None:
+    with plane.factory() as session:
+        return session.get(AttemptProgress, attempt_id)
+
+
+def worker_pid(spec_path: Path) -> int | None:
+    """Pid of the ``python -m workers.run --spec spec_path`` process, if it runs."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workers.run" in argv and str(spec_path).encode() in argv:
+            return int(entry.name)
+    return None
+
+
+def test_a_job_runs_through_ray_and_reports_to_sql_and_mlflow(plane: ControlPlane) -> None:
+    job_id = plane.add_job(TINY, name="tiny")
+    scheduler = SchedulerLoop(plane.settings, plane.factory, plane.ray, plane.tracker)
+    events = asyncio.new_event_loop()
+    thread = threading.Thread(target=events.run_until_complete, args=(scheduler.run(),))
+    thread.start()
+    try:
+        job = wait_until(lambda: (j := plane.job(job_id)).status in ("succeeded", "failed") and j, 240)
+    finally:
+        events.call_soon_threadsafe(scheduler.stop)
+        thread.join()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert [attempt.status for attempt in job.attempts] == [AttemptStatus.SUCCEEDED]
+    assert 0.0 <= job.summary["eval/linear_top1"] <= 1.0 and "eval/knn_top1" in job.summary
+    assert steps_of(plane, job_id, "train/loss") == list(range(1, 21))
+    assert steps_of(plane, job_id, "info/erank") == [5, 10, 15, 20]
+    assert steps_of(plane, job_id, "eval/linear_top1") == [20]
+    done = progress(plane, job.attempts[0].id)
+    assert (done.phase, done.step, done.total_steps, done.last_checkpoint_step) == ("done", 20, 20, 20)
+
+    client = MlflowClient(plane.settings.resolved_mlflow_uri)
+    run = client.get_run(job.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    expected = {key: str(value) for key, value in flatten_config(TrainConfig.model_validate(TINY)).items()}
+    assert run.data.params == expected
+    assert {"config_hash", "mmae_version", "mu_convention", "world_size", "seed"} <= set(run.data.tags)
+    assert run.data.metrics["eval/linear_top1"] == pytest.approx(job.summary["eval/linear_top1"])
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 20
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "information_curves.png", "checkpoints"} <= artifacts
+    assert client.list_artifacts(run.info.run_id, "checkpoints")[0].path.endswith(".pt")
+    assert list((plane.settings.data_dir / "mlartifacts").rglob("information_curves.png"))
+    assert "[mmae] finished at step 20" in plane.ray.logs(job.attempts[0].ray_submission_id)
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint_without_gaps_or_duplicates(
+    plane: ControlPlane,
+) -> None:
+    job_id = plane.add_job(with_steps(60, 10), max_retries=2)
+    first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
+    plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
+    spec = plane.settings.runs_dir / f"job-{job_id}" / "attempts" / f"{first.id}.json"
+    os.kill(wait_until(lambda: worker_pid(spec)), signal.SIGKILL)
+
+    job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert [a.status for a in job.attempts] == [AttemptStatus.FAILED, AttemptStatus.SUCCEEDED]
+    assert "exit code 137" in job.attempts[0].error and job.retries_used == 1  # the shell saw SIGKILL
+    assert progress(plane, job.attempts[1].id).run_info["start_step"] >= 10
+    assert steps_of(plane, job_id, "train/loss") == list(range(1, 61))
+    client = MlflowClient(plane.settings.resolved_mlflow_uri)
+    history = client.get_metric_history(job.mlflow_run_id, "train/loss")
+    assert sorted(metric.step for metric in history) == list(range(1, 61))
+
+
+def test_cancelling_a_running_job_ends_it_within_ten_seconds(plane: ControlPlane) -> None:
+    job_id = plane.add_job(with_steps(5000, 2500))
+    attempt = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
+    plane.wait_for(job_id, lambda _: (p := progress(plane, attempt.id)) and p.step >= 2)
+    started = time.monotonic()
+    with plane.factory() as session:
+        request_cancel(session, plane.ray, session.get(Job, job_id), plane.tracker)
+    job = plane.wait_for(job_id, lambda job: job.status == JobStatus.CANCELLED, timeout_s=30)
+    assert time.monotonic() - started < 10
+    assert job.attempts[0].status == AttemptStatus.STOPPED
+    stopped = progress(plane, attempt.id)
+    assert stopped.phase == "stopped" and stopped.last_checkpoint_step == stopped.step < 5000
+    run = MlflowClient(plane.settings.resolved_mlflow_uri).get_run(job.mlflow_run_id)
+    assert run.info.status == "KILLED"

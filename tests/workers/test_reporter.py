@@ -1,0 +1,126 @@
+"""The reporter on real databases (SQLite and PostgreSQL) and a real MLflow store: a retried or
+resumed attempt never loses or doubles a point, in SQL or in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy import Engine, select
+
+from mmae.callbacks import RunInfo, TrainResult
+from workers.reporter import Reporter, connect
+from workers.tables import attempt_progress, metric_points
+from workers.tracking import RunTracker
+
+JOB = 7
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_store: str) -> str:
+    return mlflow_store
+
+
+@pytest.fixture
+def run_id(mlflow_uri: str, tmp_path: Path) -> str:
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment(f"reporter-{tmp_path.name}", artifact_location=tmp_path.as_uri())
+    return client.create_run(experiment).info.run_id
+
+
+@pytest.fixture
+def engine(migrated_url: str) -> Engine:
+    return connect(migrated_url)
+
+
+def info(start_step: int, total: int = 20) -> RunInfo:
+    return RunInfo(total, start_step, 16, 1000, "cpu", "fp32", {"mu_convention": "paper"})
+
+
+def emit(reporter: Reporter, steps: range, scale: float) -> None:
+    for step in steps:
+        reporter.on_metrics(step, {"train/loss": scale * step})
+        if step % 5 == 0:
+            reporter.on_metrics(step, {"info/erank": float(step)})
+
+
+def sql_points(engine: Engine, name: str) -> list[tuple[int, float, int]]:
+    query = (
+        select(metric_points.c.step, metric_points.c.value, metric_points.c.attempt_id)
+        .where(metric_points.c.job_id == JOB, metric_points.c.name == name)
+        .order_by(metric_points.c.step)
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
+
+
+def mlflow_steps(uri: str, run_id: str, name: str) -> list[int]:
+    return sorted(metric.step for metric in MlflowClient(uri).get_metric_history(run_id, name))
+
+
+def test_resumed_attempt_overwrites_sql_and_never_resends_to_mlflow(
+    engine: Engine, mlflow_uri: str, run_id: str
+) -> None:
+    first = Reporter(engine, job_id=JOB, attempt_id=1, tracker=RunTracker(mlflow_uri, run_id))
+    first.on_train_start(info(0))
+    emit(first, range(1, 13), scale=1.0)
+    first.on_checkpoint(10, Path("last.pt"))
+    first.flush()  # then the worker dies: steps 11 and 12 were reported past the checkpoint
+
+    second = Reporter(engine, job_id=JOB, attempt_id=2, tracker=RunTracker(mlflow_uri, run_id))
+    second.on_train_start(info(10))
+    emit(second, range(11, 21), scale=10.0)
+    second.on_train_end(TrainResult(20, False, {"train/loss": 200.0}, None))
+
+    points = sql_points(engine, "train/loss")
+    assert [step for step, _, _ in points] == list(range(1, 21))
+    assert points[10] == (11, 110.0, 2)  # the resumed attempt's value replaced the first one's
+    assert points[9] == (10, 10.0, 1)
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 21))
+    assert mlflow_steps(mlflow_uri, run_id, "info/erank") == [5, 10, 15, 20]
+    with engine.connect() as connection:
+        query = select(attempt_progress).where(attempt_progress.c.attempt_id == 2)
+        progress = connection.execute(query).one()
+    assert (progress.step, progress.total_steps, progress.phase) == (20, 20, "done")
+    assert progress.last_checkpoint_step is None and progress.summary == {"train/loss": 200.0}
+    assert progress.run_info["start_step"] == 10
+    tags = MlflowClient(mlflow_uri).get_run(run_id).data.tags
+    assert tags["mu_convention"] == "paper"
+
+
+def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
+    engine: Engine, mlflow_uri: str, run_id: str
+) -> None:
+    first = Reporter(engine, job_id=JOB, attempt_id=1, tracker=RunTracker(mlflow_uri, run_id))
+    first.on_train_start(info(0))
+    emit(first, range(1, 5), scale=1.0)
+    first.flush()
+    first.tracker = None  # the worker dies between its SQL commit and its MLflow send of steps 5..8
+    emit(first, range(5, 9), scale=1.0)
+    first.flush()
+
+    second = Reporter(engine, job_id=JOB, attempt_id=2, tracker=RunTracker(mlflow_uri, run_id))
+    second.on_train_start(info(5))
+    emit(second, range(6, 11), scale=1.0)
+    second.flush()
+
+    assert [step for step, _, _ in sql_points(engine, "train/loss")] == list(range(1, 11))
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 11))
+    assert mlflow_steps(mlflow_uri, run_id, "info/erank") == [5, 10]
+
+
+def test_points_are_batched_until_a_threshold_or_interval(engine: Engine) -> None:
+    now = [0.0]
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=10, flush_interval_s=5.0,
+                        clock=lambda: now[0])
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 9), scale=1.0)  # 8 + 1 points: under both limits
+    assert sql_points(engine, "train/loss") == []
+    emit(reporter, range(9, 10), scale=1.0)  # the 10th point flushes
+    assert len(sql_points(engine, "train/loss")) == 9
+    reporter.on_metrics(10, {"train/loss": 1.0, "train/lr": float("nan")})
+    now[0] = 6.0
+    reporter.on_metrics(11, {"train/loss": 1.0})  # the interval flushes
+    assert [step for step, _, _ in sql_points(engine, "train/loss")][-2:] == [10, 11]
+    assert sql_points(engine, "train/lr") == []  # non-finite values are dropped, not stored as NULL

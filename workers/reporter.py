@@ -1,0 +1,191 @@
+"""The reporter callback: batched metric points and attempt progress into SQL, then MLflow.
+
+Points are buffered and flushed every ``flush_points`` points or ``flush_interval_s`` seconds, at
+every checkpoint, on status changes and at the end. A flush upserts ``metric_points`` on
+(job_id, name, step), with the attempt's progress row, in one transaction: a retried or resumed
+attempt that re-emits a step overwrites it, so SQL never loses or doubles a point. MLflow only
+appends, so it is guarded by a high-water mark: when an attempt starts, points SQL has beyond what
+MLflow has are sent first (backfill after a crash between the two writes), and re-emitted steps at
+or below SQL's mark are not sent again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mmae.callbacks import Callback, RunInfo, TrainResult
+from workers.tables import attempt_progress, metric_points
+from workers.tracking import RunTracker, Series
+
+log = logging.getLogger(__name__)
+
+
+def connect(database_url: str) -> Engine:
+    """Engine for the worker's short writes (SQLite waits up to 30 s for the writer lock)."""
+    if database_url.startswith("sqlite"):
+        return create_engine(database_url, connect_args={"timeout": 30})
+    return create_engine(database_url, pool_pre_ping=True, pool_size=1, max_overflow=1)
+
+
+def _insert(connection: Connection, table: Any) -> Any:
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[connection.dialect.name]
+    return dialect.insert(table)
+
+
+def upsert_points(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``metric_points`` rows, overwriting any existing (job_id, name, step)."""
+    if not rows:
+        return
+    statement = _insert(connection, metric_points)
+    statement = statement.on_conflict_do_update(
+        index_elements=["job_id", "name", "step"],
+        set_={key: statement.excluded[key] for key in ("value", "attempt_id", "logged_at")},
+    )
+    connection.execute(statement, rows)
+
+
+def upsert_progress(connection: Connection, row: dict[str, Any]) -> None:
+    """Insert or replace the ``attempt_progress`` row of ``row["attempt_id"]``."""
+    statement = _insert(connection, attempt_progress).values(**row)
+    statement = statement.on_conflict_do_update(
+        index_elements=["attempt_id"],
+        set_={key: statement.excluded[key] for key in row if key != "attempt_id"},
+    )
+    connection.execute(statement)
+
+
+def sql_high_water(engine: Engine, job_id: int) -> dict[str, int]:
+    """Highest step stored per metric name of a job."""
+    query = (
+        select(metric_points.c.name, func.max(metric_points.c.step))
+        .where(metric_points.c.job_id == job_id)
+        .group_by(metric_points.c.name)
+    )
+    with engine.connect() as connection:
+        return {name: int(step) for name, step in connection.execute(query)}
+
+
+def read_series(engine: Engine, job_id: int, prefix: str = "", after: dict[str, int] | None = None) -> Series:
+    """A job's points by name, ordered by step; only names under ``prefix`` and steps past ``after``."""
+    query = (
+        select(metric_points.c.name, metric_points.c.step, metric_points.c.value)
+        .where(metric_points.c.job_id == job_id, metric_points.c.name.startswith(prefix))
+        .order_by(metric_points.c.name, metric_points.c.step)
+    )
+    series: Series = {}
+    with engine.connect() as connection:
+        for name, step, value in connection.execute(query):
+            if after is None or step > after.get(name, -1):
+                steps, values = series.setdefault(name, ([], []))
+                steps.append(int(step))
+                values.append(float(value))
+    return series
+
+
+class Reporter(Callback):
+    """Streams one attempt's metrics and progress to the control plane's database and MLflow run."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        job_id: int,
+        attempt_id: int,
+        tracker: RunTracker | None = None,
+        flush_points: int = 500,
+        flush_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine, self.job_id, self.attempt_id, self.tracker = engine, job_id, attempt_id, tracker
+        self.flush_points, self.flush_interval_s, self.clock = flush_points, flush_interval_s, clock
+        self._buffer: dict[tuple[str, int], float] = {}
+        self._mlflow_pending: list[tuple[str, int, float, int]] = []
+        self._mlflow_mark: dict[str, int] = {}
+        self._dropped: set[str] = set()
+        self._last_flush = clock()
+        self._progress: dict[str, Any] = {"step": 0, "total_steps": 0, "phase": "starting"}
+
+    def on_train_start(self, info: RunInfo) -> None:
+        self._progress.update(step=info.start_step, total_steps=info.total_steps, phase="training")
+        self._progress["run_info"] = dataclasses.asdict(info)
+        if self.tracker is not None:
+            self._mlflow_mark = self._backfill_mlflow(self.tracker)
+            if info.tags:
+                self._try_mlflow(self.tracker.set_tags, info.tags)
+        self.flush()
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            if math.isfinite(value):
+                self._buffer[(name, step)] = float(value)
+            elif name not in self._dropped:
+                self._dropped.add(name)
+                log.warning("dropping non-finite %s=%s at step %d (and later ones)", name, value, step)
+        self._progress["step"] = max(self._progress["step"], step)
+        if len(self._buffer) >= self.flush_points or self.clock() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self._progress["last_checkpoint_step"] = step
+        self.flush()
+
+    def on_status(self, message: str, details: dict[str, Any] | None = None) -> None:
+        print(f"[mmae] {message}", flush=True)
+        if message.lower().startswith("evaluat"):
+            self._progress["phase"] = "evaluating"
+        self.flush()
+
+    def on_train_end(self, result: TrainResult) -> None:
+        self._progress.update(phase="stopped" if result.stopped_early else "done", summary=result.summary)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write buffered points and progress to SQL in one transaction; then send new points to MLflow."""
+        now = datetime.now(UTC)
+        rows = [
+            {"job_id": self.job_id, "name": name, "step": step, "value": value,
+             "attempt_id": self.attempt_id, "logged_at": now}
+            for (name, step), value in self._buffer.items()
+        ]
+        ids = {"attempt_id": self.attempt_id, "job_id": self.job_id}
+        with self.engine.begin() as connection:
+            upsert_points(connection, rows)
+            upsert_progress(connection, {**ids, "heartbeat_at": now, **self._progress})
+        self._buffer.clear()
+        self._last_flush = self.clock()
+        if self.tracker is not None:
+            stamp = int(now.timestamp() * 1000)
+            self._mlflow_pending += [
+                (row["name"], row["step"], row["value"], stamp)
+                for row in rows if row["step"] > self._mlflow_mark.get(row["name"], -1)
+            ]
+            self._try_mlflow(self.tracker.log_points, self._mlflow_pending)
+
+    def _backfill_mlflow(self, tracker: RunTracker) -> dict[str, int]:
+        """Queue SQL's points that MLflow lacks (a crash between the two writes); return SQL's marks."""
+        marks = sql_high_water(self.engine, self.job_id)
+        if not marks:
+            return {}
+        sent = tracker.high_water(marks)
+        stamp = int(time.time() * 1000)
+        for name, (steps, values) in read_series(self.engine, self.job_id, after=sent).items():
+            points = zip(steps, values, strict=True)
+            self._mlflow_pending += [(name, step, value, stamp) for step, value in points]
+        return marks
+
+    def _try_mlflow(self, send: Callable[[Any], None], payload: Any) -> None:
+        """MLflow is a secondary sink: a failure is logged, never fatal (unsent points wait for a flush)."""
+        try:
+            send(payload)
+        except Exception as error:  # any tracking-server failure
+            log.warning("MLflow write failed (will retry): %s", error)
