@@ -7,7 +7,7 @@ makes a sweep cell's identity, so resubmitting a sweep is idempotent.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -22,7 +22,7 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = metadata
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Sweep(Base):
@@ -70,6 +70,11 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    # Compare-and-set on status: every UPDATE of a job says "WHERE status = <the status we read>", so
+    # the scheduler and an API request that change the same job concurrently cannot overwrite each
+    # other (the loser gets StaleDataError and re-reads).
+    __mapper_args__ = {"version_id_col": status, "version_id_generator": False}  # noqa: RUF012
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="jobs")
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", order_by="Attempt.number")

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "mmae"
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI, for links from the web page
     worker_python: str | None = None  # interpreter for Ray job entrypoints; default: this one
+    run_scheduler: bool = True  # False: an API-only process (another one runs the scheduler loop)
     scheduler_interval_s: float = Field(default=1.0, gt=0)  # how often queued jobs are admitted
     reconcile_interval_s: float = Field(default=3.0, gt=0)  # how often Ray job states are read back
     pending_timeout_s: float = Field(default=900.0, gt=0)  # a Ray job PENDING longer than this is failed

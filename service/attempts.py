@@ -1,0 +1,149 @@
+"""Launching and ending attempts: the only code that moves a job along the state machine.
+
+An attempt row (with its Ray submission id) is committed before anything is submitted, so a crash
+at any point leaves a row the reconciler can match against Ray: nothing is lost, nothing doubled.
+Every status change goes through ``service.states.check_transition``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from mmae.config import TrainConfig
+from service.models import Attempt, Job
+from service.ray_client import RayClient
+from service.settings import Settings
+from service.states import TERMINAL, AttemptStatus, JobStatus, check_transition
+from service.tracking import Tracker
+from workers.spec import AttemptSpec
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_dir(settings: Settings, job: Job) -> Path:
+    """The run directory every attempt of ``job`` shares (checkpoints, metrics, specs)."""
+    return settings.runs_dir / f"job-{job.id}"
+
+
+def move(job: Job, status: JobStatus) -> None:
+    """Set ``job.status`` along an edge of the state machine (raises ``InvalidTransition`` otherwise)."""
+    check_transition(JobStatus(job.status), status)
+    job.status = status
+
+
+def start_attempt(
+    session: Session, job: Job, ray: RayClient, settings: Settings, tracker: Tracker
+) -> Attempt:
+    """queued -> starting: ensure the MLflow run, commit a new attempt, then submit it to Ray."""
+    check_transition(JobStatus(job.status), JobStatus.STARTING)
+    _open_runs(session, job, tracker)
+    attempt = Attempt(job=job, number=len(job.attempts) + 1, status=AttemptStatus.PENDING)
+    session.add(attempt)
+    session.flush()
+    # Unique beyond this database: Ray clusters outlive databases (a reset, a test, a second deployment).
+    attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-{secrets.token_hex(4)}"
+    move(job, JobStatus.STARTING)
+    session.commit()
+    submit(session, job, attempt, ray, settings, tracker)
+    return attempt
+
+
+def submit(
+    session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
+) -> None:
+    """(Re)write the attempt's spec and submit it; a submission Ray rejects fails the job at once.
+
+    ``RayUnavailable`` (a ConnectionError) propagates: the attempt stays pending and the reconciler
+    submits it later.
+    """
+    spec = AttemptSpec(
+        attempt_id=attempt.id,
+        job_id=job.id,
+        config=TrainConfig.model_validate(job.config),
+        run_dir=run_dir(settings, job),
+        database_url=settings.resolved_database_url,
+        mlflow_tracking_uri=settings.resolved_mlflow_uri,
+        mlflow_run_id=job.mlflow_run_id,
+    )
+    path = spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
+    try:
+        ray.submit(attempt.ray_submission_id, path, num_cpus=job.num_cpus, num_gpus=job.num_gpus)
+    except RuntimeError as error:
+        reason = f"Ray rejected the submission: {error}"
+        end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
+        session.commit()
+
+
+def _open_runs(session: Session, job: Job, tracker: Tracker) -> None:
+    """Create the job's MLflow run (child of its sweep's run) on its first start, re-open it on later ones."""
+    parent = None
+    if job.sweep is not None:
+        if job.sweep.mlflow_parent_run_id is None:
+            job.sweep.mlflow_parent_run_id = tracker.create_sweep_run(job.sweep)
+            session.commit()
+        else:
+            tracker.mark_running(job.sweep.mlflow_parent_run_id)
+        parent = job.sweep.mlflow_parent_run_id
+    if job.mlflow_run_id is None:
+        job.mlflow_run_id = tracker.create_job_run(job, parent)
+        session.commit()
+    else:
+        tracker.mark_running(job.mlflow_run_id)
+
+
+def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, retry: bool,
+                tracker: Tracker | None = None) -> None:
+    """Fail an attempt; re-queue the job while retries remain (and ``retry``), else fail the job."""
+    attempt.status, attempt.error, attempt.finished_at = AttemptStatus.FAILED, error, utcnow()
+    if retry and job.retries_used < job.max_retries:
+        job.retries_used += 1
+        move(job, JobStatus.QUEUED)
+        log.warning("job %s attempt %s failed, retry %s/%s: %s", job.id, attempt.number, job.retries_used,
+                    job.max_retries, error.splitlines()[0] if error else "")
+        return
+    finish(session, job, JobStatus.FAILED, tracker, error=f"attempt {attempt.number} failed: {error}")
+
+
+def finish(
+    session: Session, job: Job, status: JobStatus, tracker: Tracker | None, error: str | None = None
+) -> None:
+    """Move ``job`` to a terminal ``status``; close its MLflow run (and its sweep's once all cells ended)."""
+    move(job, status)
+    job.finished_at = utcnow()
+    if error is not None:
+        job.error = error
+    if tracker is None:
+        return
+    if job.mlflow_run_id:
+        _quietly(tracker.finish_run, job.mlflow_run_id, status)
+    sweep = job.sweep
+    if sweep is not None and sweep.mlflow_parent_run_id:
+        statuses = {JobStatus(cell.status) for cell in sweep.jobs}
+        if statuses <= TERMINAL:
+            _quietly(tracker.finish_run, sweep.mlflow_parent_run_id, _sweep_outcome(statuses))
+
+
+def _sweep_outcome(statuses: set[JobStatus]) -> JobStatus:
+    """A finished sweep's status: failed if any cell failed, else cancelled if any was, else succeeded."""
+    for status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        if status in statuses:
+            return status
+    return JobStatus.SUCCEEDED
+
+
+def _quietly(call: Callable[..., None], *args: object) -> None:
+    """MLflow is secondary: a failed status update is logged, never blocks the job's own state."""
+    try:
+        call(*args)
+    except Exception as error:  # any tracking-server failure
+        log.warning("MLflow update failed: %s", error)

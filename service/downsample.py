@@ -1,0 +1,52 @@
+"""Shrink a metric series for plotting without hiding what matters: min/max buckets.
+
+The interior points are cut into equal-width buckets by index; each bucket keeps its smallest and
+largest finite value (in step order). The first and last points are always kept, so are the global
+extremes (they are some bucket's min or max) and the output is a subsequence of the input.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+MIN_POINTS = 4  # first + last + at least one bucket's min and max
+
+
+def min_max_downsample(
+    steps: list[int], values: list[float], max_points: int
+) -> tuple[list[int], list[float]]:
+    """Return at most ``max_points`` (>= 4) points of the series, a subsequence in step order."""
+    if max_points < MIN_POINTS:
+        raise ValueError(f"max_points must be at least {MIN_POINTS}")
+    count = len(steps)
+    if count <= max_points:
+        return list(steps), list(values)
+    kept = _bucket_picks(np.asarray(values[1:-1], dtype=np.float64), (max_points - 2) // 2) + 1
+    indices = [0, *kept.tolist(), count - 1]
+    return [steps[i] for i in indices], [values[i] for i in indices]
+
+
+def _bucket_picks(interior: np.ndarray, buckets: int) -> np.ndarray:
+    """Sorted unique indices into ``interior``: the argmin and argmax of each bucket (finite values only)."""
+    edges = np.linspace(0, len(interior), buckets + 1).astype(np.int64)
+    finite = np.isfinite(interior)
+    low = np.where(finite, interior, np.inf)
+    high = np.where(finite, interior, -np.inf)
+    picks: list[int] = []
+    for start, stop in itertools.pairwise(edges):
+        if stop <= start:
+            continue
+        if not finite[start:stop].any():
+            picks.append(int(start))
+            continue
+        picks.append(int(start + np.argmin(low[start:stop])))
+        picks.append(int(start + np.argmax(high[start:stop])))
+    return np.unique(np.asarray(picks, dtype=np.int64))
+
+
+def json_safe(values: list[float]) -> list[float | None]:
+    """NaN and infinities as None: JSON has no spelling for them."""
+    return [value if math.isfinite(value) else None for value in values]

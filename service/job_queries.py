@@ -1,0 +1,122 @@
+"""Read jobs for the API: one filtered, sorted, paginated query plus batched look-ups (no N+1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Select, String, cast, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from service.errors import NotFound
+from service.models import AttemptProgress, Job, Sweep
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    status: Sequence[str] = ()
+    method: str | None = None
+    sweep_id: int | None = None
+    tag: str | None = None
+    q: str | None = None  # substring of the name, case-insensitive
+
+
+NULLABLE_SORT_KEYS = frozenset({"linear_top1"})  # jobs without an evaluation sort last either way
+
+
+def _sort_column(key: str) -> ColumnElement:
+    columns: dict[str, ColumnElement] = {
+        "created_at": Job.created_at,
+        "priority": Job.priority,
+        "status": Job.status,
+        "method": Job.method,
+        "name": Job.name,
+        "linear_top1": Job.summary["eval/linear_top1"].as_float(),
+    }
+    return columns[key]
+
+
+def _filtered(statement: Select, filters: JobFilters) -> Select:
+    if filters.status:
+        statement = statement.where(Job.status.in_(filters.status))
+    if filters.method:
+        statement = statement.where(Job.method == filters.method)
+    if filters.sweep_id is not None:
+        statement = statement.where(Job.sweep_id == filters.sweep_id)
+    if filters.tag:
+        # Tags are restricted to [A-Za-z0-9_.:=+/-], so the quoted JSON string is an exact element match.
+        statement = statement.where(cast(Job.tags, String).contains(f'"{filters.tag}"', autoescape=True))
+    if filters.q:
+        statement = statement.where(func.lower(Job.name).contains(filters.q.lower(), autoescape=True))
+    return statement
+
+
+def list_jobs(
+    session: Session, filters: JobFilters, sort: str, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """One page of jobs and the total matching ``filters``; ``sort`` is a key, ``-`` prefix: descending."""
+    descending, name = sort.startswith("-"), sort.removeprefix("-")
+
+    def ordering(key: ColumnElement, row_id: ColumnElement) -> list[ColumnElement]:
+        # Only the nullable key says NULLS LAST: on the others it would stop PostgreSQL using their index.
+        first = key.desc() if descending else key.asc()
+        if name in NULLABLE_SORT_KEYS:
+            first = first.nulls_last()
+        return [first, row_id.desc() if descending else row_id.asc()]
+
+    # Deferred join: sort and cut narrow (id, key) rows, then load the page's full rows only. The count
+    # is a separate query so the page can stop at ``offset + limit`` rows of an index.
+    key = _sort_column(name).label("sort_key")
+    page = (
+        _filtered(select(Job.id, key), filters)
+        .order_by(*ordering(key, Job.id))
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    in_order = ordering(page.c.sort_key, page.c.id)
+    rows = session.scalars(select(Job).join(page, Job.id == page.c.id).order_by(*in_order)).all()
+    total = session.scalar(_filtered(select(func.count()).select_from(Job), filters)) or 0
+    return list(rows), total
+
+
+def get_job(session: Session, job_id: int, *, with_attempts: bool = False) -> Job:
+    options = [selectinload(Job.attempts)] if with_attempts else []
+    job = session.get(Job, job_id, options=options)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def get_sweep(session: Session, sweep_id: int) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise NotFound(f"sweep {sweep_id} not found")
+    return sweep
+
+
+def latest_progress(session: Session, job_ids: Sequence[int]) -> dict[int, AttemptProgress]:
+    """Progress row of each job's newest attempt that reported one."""
+    if not job_ids:
+        return {}
+    rows = session.scalars(
+        select(AttemptProgress)
+        .where(AttemptProgress.job_id.in_(job_ids))
+        .order_by(AttemptProgress.attempt_id)
+    )
+    return {row.job_id: row for row in rows}
+
+
+def status_counts(session: Session, sweep_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """``{sweep_id: {status: number of cells}}`` in one grouped query."""
+    counts: dict[int, dict[str, int]] = {sweep_id: {} for sweep_id in sweep_ids}
+    if not sweep_ids:
+        return counts
+    rows = session.execute(
+        select(Job.sweep_id, Job.status, func.count(Job.id))
+        .where(Job.sweep_id.in_(sweep_ids))
+        .group_by(Job.sweep_id, Job.status)
+    )
+    for sweep_id, status, number in rows:
+        counts[sweep_id][status] = number
+    return counts

@@ -1,0 +1,89 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; its lifespan builds everything else.
+
+Nothing happens at import. On startup the lifespan creates the engine and session factory, upgrades
+the schema to the newest migration, mints the first admin token on an empty database (printed once
+and written to ``data_dir/admin-token``), creates the Ray client and starts the scheduler loop. Run
+with ``mmae serve`` or ``uvicorn --factory service.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.auth import ADMIN_TOKEN_FILE, TokenCache, bootstrap_admin_token
+from service.db import make_engine, make_session_factory, session_scope
+from service.errors import install_error_handlers
+from service.migrations import upgrade_to_head
+from service.ray_client import RayClient
+from service.routes import auth, catalog, cluster, events, jobs, metrics, sweeps, web
+from service.scheduler import SchedulerLoop
+from service.settings import Settings
+from service.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def prepare_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    """Engine + session factory on a database migrated to head."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_to_head(engine)
+    return engine, make_session_factory(engine)
+
+
+def announce_admin_token(factory: sessionmaker[Session], settings: Settings) -> None:
+    with session_scope(factory) as session:
+        token = bootstrap_admin_token(session, settings.data_dir)
+    if token is not None:
+        path = settings.data_dir / ADMIN_TOKEN_FILE
+        print(f"mmae: first start: admin API token (shown once, also saved to {path}):\n{token}", flush=True)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine, factory = await asyncio.to_thread(prepare_database, settings)
+    await asyncio.to_thread(announce_admin_token, factory, settings)
+    app.state.engine, app.state.session_factory = engine, factory
+    app.state.ray = RayClient.from_settings(settings)
+    app.state.tracker = Tracker(settings)
+    loop = (
+        SchedulerLoop(settings, factory, app.state.ray, app.state.tracker) if settings.run_scheduler else None
+    )
+    task = asyncio.create_task(loop.run(), name="scheduler") if loop is not None else None
+    try:
+        yield
+    finally:
+        if loop is not None and task is not None:
+            loop.stop()
+            await task
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new application bound to ``settings`` (read from the environment when None)."""
+    app = FastAPI(title="mmae control plane", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings or Settings()
+    app.state.token_cache = TokenCache()
+    install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    for router in (
+        auth.router,
+        jobs.router,
+        metrics.router,
+        events.router,
+        sweeps.router,
+        cluster.router,
+        catalog.router,
+        web.router,
+    ):
+        app.include_router(router)
+    return app

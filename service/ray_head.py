@@ -1,0 +1,157 @@
+"""A local Ray head for one machine: started detached, found again by its address, stopped by pid.
+
+The head runs as ``ray start --head --block`` in its own session, so it (and the training jobs it
+runs) outlives the API process; an API restart finds it again by probing the dashboard address.
+Every port but the dashboard's is picked free at start, and its temp dir is
+``$TMPDIR/ray-mmae-<dashboard port>``, so several heads (a test session, a dev server) coexist.
+Token auth is on: the head and every client use the token from ``RAY_AUTH_TOKEN``,
+``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (Ray's order); one is generated when none exists.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+import workers
+
+SOURCE_ROOT = Path(workers.__file__).resolve().parents[1]  # cwd of the head: `python -m workers.run` imports
+
+
+def auth_token() -> str | None:
+    """The Ray auth token this process would present, in Ray's order of precedence, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = _token_path()
+    return path.read_text().strip() if path.is_file() else None
+
+
+def ensure_auth_token() -> str:
+    """Return the auth token, writing a new one (mode 0600) where Ray looks for it when there is none."""
+    token = auth_token()
+    if token:
+        return token
+    path = _token_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token)
+    return token
+
+
+def _token_path() -> Path:
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def auth_headers() -> dict[str, str]:
+    """HTTP headers for the dashboard and Jobs API (empty when no token exists)."""
+    token = auth_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def is_up(address: str, timeout_s: float = 2.0) -> bool:
+    """True when a Ray dashboard answers ``/api/version`` at ``address`` with our token."""
+    try:
+        response = httpx.get(f"{address}/api/version", headers=auth_headers(), timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def has_node(address: str, timeout_s: float = 5.0) -> bool:
+    """True once at least one alive node has registered with the head at ``address``."""
+    try:
+        response = httpx.get(f"{address}/api/v0/nodes", headers=auth_headers(), timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.json()["data"]["result"]["total"] > 0
+
+
+def is_local(address: str) -> bool:
+    """True for an http address on this machine (where we may start a head)."""
+    return urlsplit(address).hostname in ("127.0.0.1", "localhost")
+
+
+def head_dir(address: str) -> Path:
+    """Temp dir of the local head serving ``address`` (short: Ray's socket paths have a length limit)."""
+    return Path(tempfile.gettempdir()) / f"ray-mmae-{urlsplit(address).port}"
+
+
+def start_head(
+    address: str, *, num_cpus: float | None = None, num_gpus: float | None = None, timeout_s: float = 90.0
+) -> int:
+    """Start a detached local head whose dashboard serves ``address``; returns its pid once its node is up."""
+    parts = urlsplit(address)
+    folder = head_dir(address)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
+    command = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
+        f"--port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-host={parts.hostname}",
+        "--node-ip-address=127.0.0.1",  # a local head keeps all of Ray's traffic on loopback
+        f"--dashboard-port={parts.port}", "--include-dashboard=true", f"--temp-dir={folder}",
+    ]
+    command += [f"--num-cpus={num_cpus:g}"] if num_cpus is not None else []
+    command += [f"--num-gpus={num_gpus:g}"] if num_gpus is not None else []
+    with open(folder / "head.log", "ab") as log:
+        process = subprocess.Popen(
+            command, cwd=SOURCE_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    (folder / "head.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + timeout_s
+    while not (is_up(address) and has_node(address)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            tail = (folder / "head.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"local Ray head at {address} did not start:\n{tail}")
+        time.sleep(0.5)
+    return process.pid
+
+
+def stop_head(address: str, timeout_s: float = 60.0) -> bool:
+    """Stop the head ``start_head`` started for ``address`` (SIGTERM, then SIGKILL); True if stopped."""
+    pid_file = head_dir(address) / "head.pid"
+    if not pid_file.is_file():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
+    except ChildProcessError:
+        return True
+    return waited == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,141 @@
+"""Jobs: create (idempotent), list (filters, sort, pagination), read, cancel, retry, logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from mmae.config import Method
+from service import scheduler
+from service.deps import RayDep, SessionDep, SettingsDep, TrackerDep, require_token
+from service.job_queries import JobFilters, get_job, latest_progress, list_jobs
+from service.models import Job
+from service.ray_client import RayClient, RayUnavailable
+from service.routes.params import MAX_ID, IdempotencyKey, JobId, Limit, Offset
+from service.schemas import JobCreate, JobOut, JobPage, Label, LogsOut, SortKey
+from service.series import latest_values
+from service.states import JobStatus
+from service.strict_json import StrictJsonRoute
+from service.submit import create_job
+from service.views import job_out, job_summary
+
+router = APIRouter(
+    prefix="/api/jobs", tags=["jobs"], dependencies=[require_token], route_class=StrictJsonRoute
+)
+
+SearchText = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
+
+
+def load_job_out(session: SessionDep, settings: SettingsDep, job_id: int) -> JobOut:
+    """The full Job view: attempts, newest progress, and the collapse flag from the newest erank."""
+    job = get_job(session, job_id, with_attempts=True)
+    progress = latest_progress(session, [job.id]).get(job.id)
+    erank = latest_values(session, [job.id], ["info/erank"]).get(job.id, {}).get("info/erank")
+    return job_out(job, progress, erank, settings)
+
+
+@router.post("", status_code=201)
+def create(
+    body: JobCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Queue a job; replaying an ``Idempotency-Key`` returns the job it created (200)."""
+    job, created = create_job(session, body, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return load_job_out(session, settings, job.id)
+
+
+@router.get("")
+def index(
+    session: SessionDep,
+    settings: SettingsDep,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    method: Method | None = None,
+    sweep_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    tag: Label | None = None,
+    q: SearchText = None,
+    sort: SortKey = "-created_at",
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> JobPage:
+    """One page of jobs; ``status`` may repeat (``?status=queued&status=running``)."""
+    filters = JobFilters(
+        status=[str(s) for s in status or ()], method=method, sweep_id=sweep_id, tag=tag, q=q
+    )
+    jobs, total = list_jobs(session, filters, sort, limit, offset)
+    ids = [job.id for job in jobs]
+    progress = latest_progress(session, ids)
+    eranks = latest_values(session, ids, ["info/erank"])
+    items = [
+        job_summary(job, progress.get(job.id), eranks.get(job.id, {}).get("info/erank"), settings)
+        for job in jobs
+    ]
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def change_job(session: Session, job_id: int, change: Callable[[Job], None], tries: int = 3) -> None:
+    """Apply a state change to a freshly read job; if the scheduler changed the job first (the status
+    compare-and-set fails), re-read it and decide again."""
+    for attempt in range(tries):
+        try:
+            change(get_job(session, job_id, with_attempts=True))
+            return
+        except StaleDataError:
+            session.rollback()
+            if attempt == tries - 1:
+                raise
+
+
+@router.get("/{job_id}")
+def read(job_id: JobId, session: SessionDep, settings: SettingsDep) -> JobOut:
+    return load_job_out(session, settings, job_id)
+
+
+@router.post("/{job_id}/cancel", status_code=202)
+def cancel(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, ray: RayDep, tracker: TrackerDep
+) -> JobOut:
+    """Ask a job to stop: queued jobs are cancelled at once, running ones get a cooperative stop (409 when
+    it already ended)."""
+    change_job(session, job_id, lambda job: scheduler.request_cancel(session, ray, job, tracker))
+    return load_job_out(session, settings, job_id)
+
+
+@router.post("/{job_id}/retry", status_code=202)
+def retry(job_id: JobId, session: SessionDep, settings: SettingsDep) -> JobOut:
+    """Re-queue a failed or cancelled job (409 otherwise); it resumes from its last checkpoint."""
+    change_job(session, job_id, lambda job: scheduler.retry_job(session, job))
+    return load_job_out(session, settings, job_id)
+
+
+@router.get("/{job_id}/logs")
+def logs(
+    job_id: JobId, session: SessionDep, ray: RayDep, tail: Annotated[int, Query(ge=1, le=10_000)] = 500
+) -> LogsOut:
+    """The last ``tail`` lines of the Ray logs of the job's attempts, newest attempt last."""
+    job = get_job(session, job_id, with_attempts=True)
+    lines: list[str] = []
+    for attempt in job.attempts:
+        lines.append(f"--- attempt {attempt.number} ({attempt.ray_submission_id}) ---")
+        lines.extend(attempt_log(ray, attempt.ray_submission_id, tail))
+    return LogsOut(lines=lines[-tail:])
+
+
+def attempt_log(ray: RayClient, submission_id: str | None, tail: int) -> list[str]:
+    """The tail of one attempt's Ray log; a note instead when Ray cannot be asked (never starts a head)."""
+    if not submission_id:
+        return []
+    if not ray.connected:
+        return ["(Ray is not connected from this process; logs unavailable)"]
+    try:
+        return ray.logs(submission_id).splitlines()[-tail:]
+    except RayUnavailable as error:
+        return [f"(logs unavailable: {error})"]

@@ -1,0 +1,41 @@
+"""Metric series of a job, downsampled for plotting, and the names it has."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.deps import SessionDep, require_token
+from service.job_queries import get_job
+from service.routes.params import JobId, MaxPoints, SinceStep
+from service.schemas import MetricsOut
+from service.series import metric_names, read_series
+from service.views import series_out
+
+router = APIRouter(prefix="/api/jobs", tags=["metrics"], dependencies=[require_token])
+
+
+def parse_names(names: str | None) -> list[str]:
+    return [name.strip() for name in (names or "").split(",") if name.strip()]
+
+
+@router.get("/{job_id}/metrics")
+def metrics(
+    job_id: JobId,
+    session: SessionDep,
+    names: Annotated[str | None, Query(max_length=4000, pattern=r"^[^\x00]*$")] = None,
+    max_points: MaxPoints = 1000,
+    since_step: SinceStep = None,
+) -> MetricsOut:
+    """``{"series": {name: {"steps", "values"}}}``, each series at most ``max_points`` long (first/last and
+    extremes kept); ``names`` is comma-separated (all series when omitted)."""
+    get_job(session, job_id)
+    series = read_series(session, job_id, parse_names(names), since_step)
+    return MetricsOut(series={name: series_out(data, max_points) for name, data in series.items()})
+
+
+@router.get("/{job_id}/metrics/names")
+def names(job_id: JobId, session: SessionDep) -> list[str]:
+    get_job(session, job_id)
+    return metric_names(session, job_id)

@@ -1,0 +1,89 @@
+"""Sweeps: create (expand the parameter space into cells, idempotently), list, read, table, retry-failed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm.exc import StaleDataError
+
+from service import scheduler
+from service.deps import SessionDep, SettingsDep, require_token
+from service.errors import validation_error
+from service.job_queries import get_job, get_sweep, latest_progress, status_counts
+from service.models import Job, Sweep
+from service.routes.params import IdempotencyKey, Limit, Offset, SweepId
+from service.schemas import RetriedOut, SweepCreate, SweepOut, SweepPage, SweepTable
+from service.series import latest_values
+from service.states import InvalidTransition, JobStatus
+from service.strict_json import StrictJsonRoute
+from service.submit import create_sweep
+from service.sweeps import SweepSpecError, expand
+from service.views import LIVE_METRICS, sweep_out, sweep_table
+
+router = APIRouter(
+    prefix="/api/sweeps", tags=["sweeps"], dependencies=[require_token], route_class=StrictJsonRoute
+)
+
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@router.post("", status_code=201)
+def create(
+    body: SweepCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> SweepOut:
+    """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
+    try:
+        cells = expand(body)
+    except SweepSpecError as error:
+        raise validation_error(("body", *error.loc), str(error)) from error
+    sweep, created = create_sweep(session, body, cells, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return sweep_out(sweep, status_counts(session, [sweep.id])[sweep.id], settings)
+
+
+@router.get("")
+def index(session: SessionDep, settings: SettingsDep, limit: Limit = 50, offset: Offset = 0) -> SweepPage:
+    sweeps = session.scalars(select(Sweep).order_by(Sweep.id.desc()).limit(limit).offset(offset)).all()
+    counts = status_counts(session, [sweep.id for sweep in sweeps])
+    total = session.scalar(select(func.count(Sweep.id))) or 0
+    items = [sweep_out(sweep, counts[sweep.id], settings) for sweep in sweeps]
+    return SweepPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}")
+def read(sweep_id: SweepId, session: SessionDep, settings: SettingsDep) -> SweepOut:
+    sweep = get_sweep(session, sweep_id)
+    return sweep_out(sweep, status_counts(session, [sweep.id])[sweep.id], settings)
+
+
+@router.get("/{sweep_id}/table")
+def table(sweep_id: SweepId, session: SessionDep) -> SweepTable:
+    """One row per cell: its parameter values, status, progress and metrics (summary, or live values)."""
+    sweep = get_sweep(session, sweep_id)
+    jobs = session.scalars(select(Job).where(Job.sweep_id == sweep.id).order_by(Job.id)).all()
+    ids = [job.id for job in jobs]
+    progress = latest_progress(session, ids)
+    live = latest_values(session, ids, LIVE_METRICS)
+    return sweep_table(sweep, jobs, progress, live)
+
+
+@router.post("/{sweep_id}/retry-failed")
+def retry_failed(sweep_id: SweepId, session: SessionDep) -> RetriedOut:
+    """Re-queue only the failed and cancelled cells (each resumes from its last checkpoint)."""
+    sweep = get_sweep(session, sweep_id)
+    ids = session.scalars(
+        select(Job.id).where(Job.sweep_id == sweep.id, Job.status.in_(RETRYABLE)).order_by(Job.id)
+    ).all()
+    retried = []
+    for job_id in ids:
+        try:
+            scheduler.retry_job(session, get_job(session, job_id))
+            retried.append(job_id)
+        except (StaleDataError, InvalidTransition):  # retried meanwhile by another request
+            session.rollback()
+    return RetriedOut(retried=retried)

@@ -1,0 +1,281 @@
+"""The queue in our database, over a Ray cluster that has none: admission, reconciliation, cancel, retry.
+
+Admission takes queued jobs by priority (highest first), then FIFO, and starts each whose CPUs and
+GPUs fit in Ray's cluster totals minus what our active jobs hold. A job that does not fit still
+reserves its share, so smaller jobs behind it cannot starve it; a job no single node could ever
+hold fails at once; a sweep never runs more than ``max_concurrency`` cells. Reconciliation reads
+Ray's status of every live attempt and drives the state machine, retrying dead workers from their
+last checkpoint. Both are plain functions on a Session; ``SchedulerLoop`` drives them from the
+API's lifespan (one process per database runs it, see ``Settings.run_scheduler``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from service.attempts import end_attempt, finish, move, start_attempt, submit, utcnow
+from service.models import Attempt, AttemptProgress, Job
+from service.ray_client import ClusterResources, RayClient, RayJobState, RayUnavailable
+from service.settings import Settings
+from service.states import ACTIVE, AttemptStatus, JobStatus, check_transition
+from service.tracking import Tracker
+from workers.spec import EXIT_PERMANENT
+
+log = logging.getLogger(__name__)
+EPSILON = 1e-9  # fractional GPUs: 0.1 * 10 must fit in 1.0
+
+
+def admit_queued(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
+    """Start every queued job that fits, in priority-then-FIFO order; returns the ids started."""
+    queue = session.scalars(
+        select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.queued_at, Job.id)
+    ).all()
+    if not queue:
+        return []
+    cluster = ray.cluster_resources()
+    free = _free(session, cluster)
+    per_sweep = Counter(
+        session.scalars(select(Job.sweep_id).where(Job.status.in_(ACTIVE), Job.sweep_id.is_not(None))).all()
+    )
+    started = []
+    for job in queue:
+        reason = _never_fits(job, cluster)
+        if reason:
+            finish(session, job, JobStatus.FAILED, tracker, error=reason)
+            session.commit()
+            continue
+        limit = job.sweep.max_concurrency if job.sweep else None
+        if limit is not None and per_sweep[job.sweep_id] >= limit:
+            continue
+        fits = job.num_cpus <= free["CPU"] + EPSILON and job.num_gpus <= free["GPU"] + EPSILON
+        free["CPU"] -= job.num_cpus  # taken, or reserved so the jobs behind cannot starve it
+        free["GPU"] -= job.num_gpus
+        if fits:
+            start_attempt(session, job, ray, settings, tracker)
+            per_sweep[job.sweep_id] += 1
+            started.append(job.id)
+    return started
+
+
+def _free(session: Session, cluster: ClusterResources) -> dict[str, float]:
+    """Cluster totals minus the CPUs and GPUs our active jobs hold."""
+    held = session.execute(select(Job.num_cpus, Job.num_gpus).where(Job.status.in_(ACTIVE))).all()
+    return {
+        "CPU": cluster.total.get("CPU", 0.0) - sum(cpus for cpus, _ in held),
+        "GPU": cluster.total.get("GPU", 0.0) - sum(gpus for _, gpus in held),
+    }
+
+
+def _never_fits(job: Job, cluster: ClusterResources) -> str | None:
+    """Why no node of the cluster could ever run ``job``, or None when one could."""
+    if not cluster.nodes:
+        return None
+    cpus, gpus = cluster.largest("CPU"), cluster.largest("GPU")
+    if job.num_cpus <= cpus + EPSILON and job.num_gpus <= gpus + EPSILON:
+        return None
+    return (
+        f"can never fit: the job needs {job.num_cpus:g} CPU and {job.num_gpus:g} GPU on one node, "
+        f"but the largest Ray node has {cpus:g} CPU and {gpus:g} GPU"
+    )
+
+
+def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> None:
+    """Read Ray's status of every active job's latest attempt and apply it (commits per job)."""
+    jobs = session.scalars(
+        select(Job).where(Job.status.in_(ACTIVE)).options(selectinload(Job.attempts)).order_by(Job.id)
+    ).all()
+    for job in jobs:
+        attempt = job.attempts[-1]
+        try:
+            state = ray.status(attempt.ray_submission_id)
+            _reconcile_attempt(session, job, attempt, state, ray, settings, tracker)
+            session.commit()
+        except RayUnavailable:
+            session.rollback()
+            raise
+        except StaleDataError:
+            session.rollback()
+            log.info("job %s changed while being reconciled; next tick sees the new state", job.id)
+        except Exception:  # one broken job must not stall the others
+            session.rollback()
+            log.exception("reconciling job %s failed", job.id)
+
+
+def _reconcile_attempt(
+    session: Session, job: Job, attempt: Attempt, state: RayJobState | None, ray: RayClient,
+    settings: Settings, tracker: Tracker,
+) -> None:
+    progress = session.get(AttemptProgress, attempt.id)
+    never_ran = progress is None and attempt.started_at is None
+    finished = progress is not None and progress.phase == "done"
+    if state is None and never_ran and job.status != JobStatus.CANCELLING:
+        submit(session, job, attempt, ray, settings, tracker)  # committed, then the API died: submit now
+    elif state is not None and state.status in ("PENDING", "RUNNING"):
+        _still_live(session, job, attempt, state, ray, settings, tracker)
+    elif state is not None and state.status == "SUCCEEDED" and finished:
+        attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
+        job.summary = progress.summary
+        finish(session, job, JobStatus.SUCCEEDED, tracker)
+    elif job.status == JobStatus.CANCELLING:
+        attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
+        finish(session, job, JobStatus.CANCELLED, tracker)
+    else:
+        retry = state is None or state.exit_code != EXIT_PERMANENT
+        end_attempt(session, job, attempt, _failure(state, ray, attempt), retry=retry, tracker=tracker)
+
+
+def _still_live(
+    session: Session, job: Job, attempt: Attempt, state: RayJobState, ray: RayClient,
+    settings: Settings, tracker: Tracker,
+) -> None:
+    """A pending or running attempt: note that it runs, re-send a cancel, or give up on a long wait."""
+    if job.status == JobStatus.CANCELLING:
+        ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
+        return
+    if state.status == "RUNNING":
+        if attempt.status == AttemptStatus.PENDING:
+            attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
+        if job.status == JobStatus.STARTING:
+            move(job, JobStatus.RUNNING)
+            job.started_at = job.started_at or utcnow()
+        return
+    waited = utcnow() - _aware(attempt.submitted_at)
+    if waited > timedelta(seconds=settings.pending_timeout_s):
+        ray.stop(attempt.ray_submission_id)
+        end_attempt(session, job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} s "
+                    "(no node had room for it)", retry=True, tracker=tracker)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; ours are all UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _failure(state: RayJobState | None, ray: RayClient, attempt: Attempt, tail: int = 30) -> str:
+    """Why an attempt ended without finishing (Ray's reason, first line) and the last lines of its log."""
+    if state is None:
+        return f"Ray has no record of {attempt.ray_submission_id} (the cluster restarted?)"
+    if state.status == "SUCCEEDED":
+        reason = "the worker exited before training ended (stopped from outside mmae?)"
+    else:
+        reason = (state.message or f"Ray job {state.status.lower()}").splitlines()[0]
+        reason = reason.split(", last available logs")[0]  # Ray's own tail is 20,000 characters
+    if state.exit_code is not None and "exit code" not in reason:
+        reason += f" (exit code {state.exit_code})"
+    try:
+        lines = ray.logs(attempt.ray_submission_id).splitlines()[-tail:]
+    except RayUnavailable:
+        lines = []
+    return reason + ("\n--- log tail ---\n" + "\n".join(lines) if lines else "")
+
+
+def request_cancel(session: Session, ray: RayClient, job: Job, tracker: Tracker | None = None) -> None:
+    """Cancel a job: a queued one at once; a starting/running one moves to cancelling and Ray stops it
+    (SIGTERM, then SIGKILL after ``stop_grace_s``); the reconciler then records it cancelled.
+
+    Raises ``InvalidTransition`` for a job that already ended. Commits.
+    """
+    _retry_stale(session, job, lambda: _cancel(session, ray, job, tracker))
+
+
+def _cancel(session: Session, ray: RayClient, job: Job, tracker: Tracker | None) -> None:
+    status = JobStatus(job.status)
+    if status == JobStatus.QUEUED:
+        finish(session, job, JobStatus.CANCELLED, tracker)
+        session.commit()
+        return
+    if status != JobStatus.CANCELLING:
+        move(job, JobStatus.CANCELLING)
+        job.cancel_requested_at = utcnow()
+        session.commit()
+    attempt = job.attempts[-1]
+    try:
+        ray.stop(attempt.ray_submission_id)
+    except RayUnavailable as error:
+        log.warning("cancel of job %s: %s (the reconciler will retry)", job.id, error)
+
+
+def retry_job(session: Session, job: Job) -> None:
+    """A user's retry of a failed or cancelled job: back to the queue (at its end) with a fresh retry
+    budget; its next attempt resumes from the run's last checkpoint. Raises ``InvalidTransition``
+    otherwise. Commits.
+    """
+    _retry_stale(session, job, lambda: _requeue(session, job))
+
+
+def _requeue(session: Session, job: Job) -> None:
+    check_transition(JobStatus(job.status), JobStatus.QUEUED, user_retry=True)
+    job.status = JobStatus.QUEUED
+    job.retries_used, job.error, job.summary = 0, None, None
+    job.finished_at, job.cancel_requested_at, job.queued_at = None, None, utcnow()
+    session.commit()
+
+
+def _retry_stale(session: Session, job: Job, action: Callable[[], None], tries: int = 3) -> None:
+    """Run ``action``; when the scheduler changed the job meanwhile, re-read it and run it again."""
+    for attempt in range(tries):
+        try:
+            return action()
+        except StaleDataError:
+            session.rollback()
+            session.refresh(job)
+            if attempt == tries - 1:
+                raise
+
+
+class SchedulerLoop:
+    """Runs ``reconcile`` at start and every ``reconcile_interval_s``, ``admit_queued`` every
+    ``scheduler_interval_s``, each in a worker thread. Failures are logged and retried next tick.
+    """
+
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], ray: RayClient,
+        tracker: Tracker | None = None,
+    ) -> None:
+        self.settings, self.session_factory, self.ray = settings, session_factory, ray
+        self.tracker = tracker or Tracker(settings)
+        self._stopping = asyncio.Event()
+        self._ray_warned = False
+
+    async def run(self) -> None:
+        """Loop until ``stop()``; returns after the step in progress finishes."""
+        next_reconcile = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_reconcile:
+                await self._step(reconcile)
+                next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
+            await self._step(admit_queued)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.scheduler_interval_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _step(self, action: Callable[..., Any]) -> None:
+        await asyncio.to_thread(self._run_step, action)
+
+    def _run_step(self, action: Callable[..., Any]) -> None:
+        try:
+            self.ray.connect()
+            with self.session_factory() as session:
+                action(session, self.ray, self.settings, self.tracker)
+            self._ray_warned = False
+        except RayUnavailable as error:
+            if not self._ray_warned:
+                log.warning("scheduler: %s", error)
+            self._ray_warned = True
+        except StaleDataError:
+            log.info("scheduler: a job changed during %s; retrying next tick", action.__name__)
+        except Exception:  # the loop must outlive any one failure
+            log.exception("scheduler: %s failed", action.__name__)

@@ -1,0 +1,265 @@
+"""Request and response bodies of the REST API (pydantic), kept apart from the ORM models.
+
+Request models reject unknown fields, so a typo is a 422 naming the field instead of a silent default.
+Configs are validated by ``mmae.config.TrainConfig`` itself, so their errors point inside the config
+(``["body", "config", "loss", "mu"]``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    model_validator,
+)
+
+from mmae.config import TrainConfig
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:=+/-]{1,64}$")]
+Tags = Annotated[list[Label], Field(max_length=32)]
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+MaxRetries = Annotated[int, Field(ge=0, le=20)]
+
+# SQLite hands back naive datetimes; every time the API returns is UTC, so say so.
+Timestamp = Annotated[
+    datetime, AfterValidator(lambda value: value if value.tzinfo else value.replace(tzinfo=UTC))
+]
+
+SortKey = Literal[
+    "created_at", "-created_at", "priority", "-priority", "status", "-status",
+    "method", "-method", "name", "-name", "linear_top1", "-linear_top1",
+]  # fmt: skip
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(RequestModel):
+    num_cpus: float = Field(default=1.0, gt=0, le=1024)
+    num_gpus: float = Field(default=0.0, ge=0, le=64)
+
+
+class JobCreate(RequestModel):
+    name: Name | None = None
+    config: TrainConfig  # partial JSON: unset fields take TrainConfig's defaults
+    priority: Priority = 0
+    max_retries: MaxRetries = 2
+    resources: Resources = Resources()
+    tags: Tags = []
+
+
+class ValuesSpec(RequestModel):
+    values: list[Any] = Field(min_length=1, max_length=1000)
+
+
+class DistributionSpec(RequestModel):
+    distribution: Literal["uniform", "log_uniform", "int_uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DistributionSpec:
+        if not self.low < self.high:
+            raise ValueError("low must be smaller than high")
+        if self.distribution == "log_uniform" and self.low <= 0:
+            raise ValueError("log_uniform needs low > 0")
+        if self.distribution == "int_uniform" and math.ceil(self.low) > math.floor(self.high):
+            raise ValueError("int_uniform needs an integer between low and high")
+        return self
+
+
+def _spec_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "distribution" if "distribution" in value else "values"
+    return "distribution" if hasattr(value, "distribution") else "values"
+
+
+ParameterSpec = Annotated[
+    Annotated[ValuesSpec, Tag("values")] | Annotated[DistributionSpec, Tag("distribution")],
+    Discriminator(_spec_kind),
+]
+ParameterPath = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")]
+
+
+class SweepCreate(RequestModel):
+    name: Name
+    base_config: TrainConfig = TrainConfig()
+    parameters: dict[ParameterPath, ParameterSpec] = Field(min_length=1, max_length=16)
+    strategy: Literal["grid", "random"] = "grid"
+    num_samples: int | None = Field(default=None, ge=1, le=10_000)  # random only
+    seed: int = 0  # random only: the same seed draws the same cells, so resubmitting is idempotent
+    max_concurrency: int | None = Field(default=None, ge=1)
+    priority: Priority = 0
+    max_retries: MaxRetries = 2
+    resources: Resources = Resources()
+    tags: Tags = []
+
+
+class LoginRequest(RequestModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class Me(BaseModel):
+    name: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    database: Literal["ok", "unavailable"]
+    ray: Literal["ok", "unavailable"]
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total_steps: int = 0
+    phase: str = "queued"
+
+
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    number: int
+    status: str
+    ray_submission_id: str | None
+    submitted_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    error: str | None
+
+
+class Collapse(BaseModel):
+    """Dimensional-collapse flag: effective rank below ``fraction`` x feature dimension."""
+
+    erank: float | None = None
+    feature_dim: int | None = None
+    fraction: float
+    threshold: float | None = None
+    collapsed: bool | None = None
+
+
+class JobSummary(BaseModel):
+    id: int
+    name: str
+    status: str
+    method: str
+    config_hash: str
+    priority: int
+    max_retries: int
+    retries_used: int
+    resources: Resources
+    tags: list[str]
+    sweep_id: int | None
+    cell_params: dict[str, Any] | None
+    params: dict[
+        str, Any
+    ]  # the method's key knobs (loss.mu, loss.temperature, ...) plus any sweep cell params
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    progress: Progress
+    summary: dict[str, float | None]
+    error: str | None
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    collapse: Collapse  # from the newest info/erank: the runs list flags collapsed runs too
+
+
+class JobOut(JobSummary):
+    config: dict[str, Any]
+    attempts: list[AttemptOut]
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class Series(BaseModel):
+    steps: list[int]
+    values: list[float | None]  # null where the value was NaN or infinite
+
+
+class MetricsOut(BaseModel):
+    series: dict[str, Series]
+
+
+class LogsOut(BaseModel):
+    lines: list[str]
+
+
+class SweepOut(BaseModel):
+    id: int
+    name: str
+    strategy: str
+    parameters: dict[str, Any]
+    base_config: dict[str, Any]
+    num_samples: int | None
+    max_concurrency: int | None
+    tags: list[str]
+    created_at: Timestamp
+    counts: dict[str, int]  # job status -> number of cells
+    total: int
+    mlflow_parent_run_id: str | None
+    mlflow_url: str | None
+
+
+class SweepPage(BaseModel):
+    items: list[SweepOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepRow(BaseModel):
+    job_id: int
+    name: str
+    params: dict[str, Any]
+    status: str
+    progress: Progress
+    metrics: dict[str, float | None]
+
+
+class SweepTable(BaseModel):
+    parameters: list[str]
+    metrics: list[str]
+    rows: list[SweepRow]
+
+
+class RetriedOut(BaseModel):
+    retried: list[int]
+
+
+class ClusterOut(BaseModel):
+    resources: dict[str, float]
+    available: dict[str, float]
+    gpus_busy: float
+    gpus_free: float
+    queue_length: int
+    running: int
+    nodes: list[dict[str, Any]]
+    ray: Literal["ok", "unavailable"]
+
+
+class Example(BaseModel):
+    name: str
+    kind: Literal["job", "sweep"]
+    body: dict[str, Any]
+
+
+class UiSettings(BaseModel):
+    collapse_fraction: float
+    mlflow_ui_url: str | None

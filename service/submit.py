@@ -1,0 +1,126 @@
+"""Turn validated job and sweep requests into database rows, idempotently.
+
+A create with an ``Idempotency-Key`` already seen returns the row it created the first time. A sweep
+resubmitted with the same name and the same cells (by config hash) returns the existing sweep.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mmae.config import TrainConfig, config_hash
+from service.models import Job, Sweep
+from service.schemas import JobCreate, Resources, SweepCreate
+from service.sweeps import Cell
+
+Row = TypeVar("Row", Job, Sweep)
+
+
+def create_job(session: Session, request: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key)."""
+    existing = _by_key(session, Job, idempotency_key)
+    if existing is not None:
+        return existing, False
+    job = _new_job(
+        request.config, request.name, request.priority, request.max_retries, request.resources, request.tags
+    )
+    job.idempotency_key = idempotency_key
+    session.add(job)
+    return _commit_or_replay(session, job, lambda: _by_key(session, Job, idempotency_key))
+
+
+def create_sweep(
+    session: Session, request: SweepCreate, cells: list[Cell], idempotency_key: str | None
+) -> tuple[Sweep, bool]:
+    """Insert a sweep and one queued job per cell; returns ``(sweep, created)``."""
+    existing = _by_key(session, Sweep, idempotency_key) or _same_sweep(session, request.name, cells)
+    if existing is not None:
+        return existing, False
+    sweep = Sweep(
+        name=request.name,
+        base_config=request.base_config.model_dump(mode="json"),
+        parameters={path: spec.model_dump(mode="json") for path, spec in request.parameters.items()},
+        strategy=request.strategy,
+        num_samples=request.num_samples,
+        max_concurrency=request.max_concurrency,
+        tags=list(request.tags),
+        idempotency_key=idempotency_key,
+    )
+    for cell in cells:
+        job = _new_job(
+            cell.config,
+            _cell_name(request.name, cell.params),
+            request.priority,
+            request.max_retries,
+            request.resources,
+            request.tags,
+        )
+        job.cell_params = cell.params
+        sweep.jobs.append(job)
+    session.add(sweep)
+    return _commit_or_replay(session, sweep, lambda: _by_key(session, Sweep, idempotency_key))
+
+
+def _new_job(
+    config: TrainConfig,
+    name: str | None,
+    priority: int,
+    max_retries: int,
+    resources: Resources,
+    tags: list[str],
+) -> Job:
+    digest = config_hash(config)
+    return Job(
+        name=name or f"{config.method}-{config.data.dataset}-{digest[:6]}",
+        method=config.method,
+        config=config.model_dump(mode="json"),
+        config_hash=digest,
+        priority=priority,
+        max_retries=max_retries,
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        tags=list(tags),
+    )
+
+
+def _cell_name(sweep_name: str, params: dict[str, object]) -> str:
+    label = ",".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in params.items())
+    return f"{sweep_name}/{label}"[:200]
+
+
+def _by_key(session: Session, model: type[Row], key: str | None) -> Row | None:
+    if not key:
+        return None
+    return session.scalar(select(model).where(model.idempotency_key == key))
+
+
+def _same_sweep(session: Session, name: str, cells: list[Cell]) -> Sweep | None:
+    """An existing sweep with this name whose cells are exactly ``cells`` (compared by config hash)."""
+    wanted = {cell.config_hash for cell in cells}
+    rows = session.execute(
+        select(Job.sweep_id, Job.config_hash).join(Sweep, Sweep.id == Job.sweep_id).where(Sweep.name == name)
+    )
+    hashes: dict[int, set[str]] = defaultdict(set)
+    for sweep_id, digest in rows:
+        hashes[sweep_id].add(digest)
+    match = next((sweep_id for sweep_id, found in sorted(hashes.items()) if found == wanted), None)
+    return session.get(Sweep, match) if match is not None else None
+
+
+def _commit_or_replay(session: Session, row: Row, replay: Callable[[], Row | None]) -> tuple[Row, bool]:
+    """Commit ``row``; if a concurrent request won the race on the idempotency key, return its row."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = replay()
+        if winner is None:
+            raise
+        return winner, False
+    return row, True

@@ -1,0 +1,102 @@
+"""The service's side of MLflow: one run per job, one parent run per sweep, terminal statuses.
+
+Runs are addressed by explicit id through ``MlflowClient`` (never the fluent global run). A job's
+run carries the flattened config as params (``log_batch`` takes at most 100 per call) and the tags
+that identify an experiment: config_hash, package version, mu_convention, world_size, seed. A
+sweep cell's run is tagged ``mlflow.parentRunId`` with its sweep's run. With a local ``sqlite://``
+store, artifacts go under ``data_dir/mlartifacts`` (MLflow's default would be ``./mlruns`` of
+whatever directory the process runs in); a tracking server serves its own artifacts.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from mmae import __version__
+from mmae.config import TrainConfig, flatten_config
+from service.models import Job, Sweep
+from service.settings import Settings
+from service.states import JobStatus
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+_RUN_STATUS = {JobStatus.SUCCEEDED: "FINISHED", JobStatus.FAILED: "FAILED", JobStatus.CANCELLED: "KILLED"}
+
+
+class Tracker:
+    """Creates and closes the MLflow runs of jobs and sweeps in ``settings.mlflow_experiment``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.tracking_uri = settings.resolved_mlflow_uri
+        self.experiment_name = settings.mlflow_experiment
+        local = self.tracking_uri.startswith("sqlite")
+        self.artifact_location = (settings.data_dir / "mlartifacts").resolve().as_uri() if local else None
+        self._client: Any = None
+        self._experiment_id: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` (created on first use: opening a new sqlite store runs migrations)."""
+        with self._lock:
+            if self._client is None:
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(self.tracking_uri)
+            return self._client
+
+    def experiment_id(self) -> str:
+        """Id of the experiment, created (with the artifact location) when it does not exist yet."""
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is not None:
+                self._experiment_id = experiment.experiment_id
+            else:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=self.artifact_location
+                    )
+                except MlflowException:  # created concurrently by another process
+                    experiment = self.client.get_experiment_by_name(self.experiment_name)
+                    self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    def create_job_run(self, job: Job, parent_run_id: str | None = None) -> str:
+        """A new run for ``job`` with its config as params and identifying tags; returns the run id."""
+        from mlflow.entities import Param
+
+        config = TrainConfig.model_validate(job.config)
+        tags = {
+            "config_hash": job.config_hash,
+            "mmae_version": __version__,
+            "mu_convention": config.loss.mu_convention,
+            "world_size": "1",
+            "seed": str(config.seed),
+            "method": config.method,
+            "mmae.job_id": str(job.id),
+            "mmae.resources": f"cpus={job.num_cpus:g} gpus={job.num_gpus:g}",
+        }
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id(), tags=tags, run_name=job.name)
+        params = [Param(key, str(value)) for key, value in flatten_config(config).items()]
+        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+        return run.info.run_id
+
+    def create_sweep_run(self, sweep: Sweep) -> str:
+        """The parent run of a sweep; its cells' runs point at it with ``mlflow.parentRunId``."""
+        tags = {"mmae.sweep_id": str(sweep.id), "mmae.strategy": sweep.strategy, "mmae_version": __version__}
+        run = self.client.create_run(self.experiment_id(), tags=tags, run_name=sweep.name)
+        self.client.log_param(run.info.run_id, "swept", ",".join(sorted(sweep.parameters)))
+        return run.info.run_id
+
+    def mark_running(self, run_id: str) -> None:
+        """Re-open a run whose job was retried after it had ended."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def finish_run(self, run_id: str, status: JobStatus) -> None:
+        """Close a run with the MLflow status of a terminal job status (FINISHED, FAILED or KILLED)."""
+        self.client.set_terminated(run_id, status=_RUN_STATUS[status])

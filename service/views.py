@@ -1,0 +1,179 @@
+"""Shape ORM rows into the API's response models (pure functions; the routes load the rows)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from service.downsample import json_safe, min_max_downsample
+from service.models import AttemptProgress, Job, Sweep
+from service.schemas import (
+    AttemptOut,
+    Collapse,
+    JobOut,
+    JobSummary,
+    Progress,
+    Resources,
+    Series,
+    SweepOut,
+    SweepRow,
+    SweepTable,
+)
+from service.series import SeriesData
+from service.settings import Settings
+from service.states import JobStatus
+
+# Shown in the sweep table for cells still running (finished cells show their summary).
+LIVE_METRICS: tuple[str, ...] = ("train/loss", "info/erank", "probe/online_top1")
+COMMON_PARAMS: tuple[str, ...] = ("data.dataset", "model.arch", "steps")
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "mae": ("model.mask_ratio",),
+    "umae": ("model.mask_ratio", "loss.uniformity_gamma"),
+    "mmae": ("model.mask_ratio", "loss.mu", "loss.tcr_lambda", "loss.mu_convention"),
+    "simclr": ("loss.temperature",),
+    "spectral": ("loss.spectral_lambda",),
+    "barlow_twins": ("loss.barlow_lambda",),
+    "byol": ("loss.byol_momentum",),
+}
+
+
+def dotted(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def key_params(job: Job) -> dict[str, Any]:
+    """The knobs that tell runs apart at a glance: the method's own, then the sweep cell's."""
+    paths = (*METHOD_PARAMS.get(job.method, ()), *COMMON_PARAMS)
+    return {path: dotted(job.config, path) for path in paths} | (job.cell_params or {})
+
+
+def finite(values: dict[str, Any] | None) -> dict[str, float | None]:
+    """Numbers only, NaN/inf as None (JSON cannot carry them)."""
+    clean: dict[str, float | None] = {}
+    for name, value in (values or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            clean[name] = float(value) if math.isfinite(value) else None
+    return clean
+
+
+def mlflow_url(settings: Settings, run_id: str | None) -> str | None:
+    if not run_id or not settings.mlflow_ui_url:
+        return None
+    return f"{settings.mlflow_ui_url.rstrip('/')}/#/runs/{run_id}"
+
+
+def progress_of(job: Job, row: AttemptProgress | None) -> Progress:
+    if row is None:
+        phase = "done" if job.status == JobStatus.SUCCEEDED else str(job.status)
+        return Progress(step=0, total_steps=int(job.config.get("steps", 0)), phase=phase)
+    return Progress(step=row.step, total_steps=row.total_steps, phase=row.phase)
+
+
+def job_summary(
+    job: Job, progress: AttemptProgress | None, erank: float | None, settings: Settings
+) -> JobSummary:
+    return JobSummary(
+        **_summary_fields(job, progress, settings),
+        collapse=collapse_of(progress, erank, settings.collapse_fraction),
+    )
+
+
+def job_out(job: Job, progress: AttemptProgress | None, erank: float | None, settings: Settings) -> JobOut:
+    return JobOut(
+        **_summary_fields(job, progress, settings),
+        config=job.config,
+        attempts=[AttemptOut.model_validate(attempt) for attempt in job.attempts],
+        collapse=collapse_of(progress, erank, settings.collapse_fraction),
+    )
+
+
+def collapse_of(progress: AttemptProgress | None, erank: float | None, fraction: float) -> Collapse:
+    feature_dim = (progress.run_info or {}).get("feature_dim") if progress is not None else None
+    if erank is None or not math.isfinite(erank) or not feature_dim:
+        return Collapse(erank=None, feature_dim=feature_dim, fraction=fraction)
+    threshold = fraction * feature_dim
+    return Collapse(
+        erank=erank,
+        feature_dim=feature_dim,
+        fraction=fraction,
+        threshold=threshold,
+        collapsed=erank < threshold,
+    )
+
+
+def _summary_fields(job: Job, progress: AttemptProgress | None, settings: Settings) -> dict[str, Any]:
+    summary = job.summary or (progress.summary if progress is not None else None)
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "method": job.method,
+        "config_hash": job.config_hash,
+        "priority": job.priority,
+        "max_retries": job.max_retries,
+        "retries_used": job.retries_used,
+        "resources": Resources(num_cpus=job.num_cpus, num_gpus=job.num_gpus),
+        "tags": job.tags or [],
+        "sweep_id": job.sweep_id,
+        "cell_params": job.cell_params,
+        "params": key_params(job),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": progress_of(job, progress),
+        "summary": finite(summary),
+        "error": job.error,
+        "mlflow_run_id": job.mlflow_run_id,
+        "mlflow_url": mlflow_url(settings, job.mlflow_run_id),
+    }
+
+
+def sweep_out(sweep: Sweep, counts: dict[str, int], settings: Settings) -> SweepOut:
+    return SweepOut(
+        id=sweep.id,
+        name=sweep.name,
+        strategy=sweep.strategy,
+        parameters=sweep.parameters,
+        base_config=sweep.base_config,
+        num_samples=sweep.num_samples,
+        max_concurrency=sweep.max_concurrency,
+        tags=sweep.tags or [],
+        created_at=sweep.created_at,
+        counts=counts,
+        total=sum(counts.values()),
+        mlflow_parent_run_id=sweep.mlflow_parent_run_id,
+        mlflow_url=mlflow_url(settings, sweep.mlflow_parent_run_id),
+    )
+
+
+def series_out(data: SeriesData, max_points: int | None = None) -> Series:
+    """A series for JSON, downsampled to ``max_points`` when given."""
+    steps, values = data.steps, data.values
+    if max_points is not None:
+        steps, values = min_max_downsample(steps, values, max_points)
+    return Series(steps=steps, values=json_safe(values))
+
+
+def sweep_table(
+    sweep: Sweep, jobs: list[Job], progress: dict[int, AttemptProgress], live: dict[int, dict[str, float]]
+) -> SweepTable:
+    """One row per cell: parameter values, status, progress, metrics (live values, then the summary's)."""
+    rows = [
+        SweepRow(
+            job_id=job.id,
+            name=job.name,
+            params=job.cell_params or {},
+            status=job.status,
+            progress=progress_of(job, progress.get(job.id)),
+            metrics=finite(live.get(job.id, {}) | (job.summary or {})),
+        )
+        for job in jobs
+    ]
+    names = {name for row in rows for name in row.metrics}
+    metrics = sorted(names, key=lambda name: (not name.startswith("eval/"), name))
+    return SweepTable(parameters=list(sweep.parameters), metrics=metrics, rows=rows)

@@ -1,0 +1,136 @@
+// Small pieces several views share: status badges, progress bars, the collapse flag, messages.
+
+import { h } from "./dom.js";
+import { formatNumber } from "./format.js";
+
+export const STATUSES = ["queued", "starting", "running", "cancelling", "succeeded", "failed", "cancelled"];
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const METHODS = ["mae", "umae", "mmae", "simclr", "spectral", "barlow_twins", "byol"];
+
+export function isActive(status) {
+  return !TERMINAL.has(status);
+}
+
+export function statusBadge(status) {
+  return h("span", { class: `badge status-${status}`, "data-status": status }, status);
+}
+
+/** A progress bar from {step, total_steps, phase}; the text says the numbers, the bar only shows them. */
+export function progressBar(progress, status) {
+  const step = progress?.step ?? 0;
+  const total = progress?.total_steps ?? 0;
+  const done = status === "succeeded";
+  const fraction = done ? 1 : total > 0 ? Math.min(1, step / total) : 0;
+  const phase = progress?.phase && isActive(status) ? ` · ${progress.phase}` : "";
+  const text = total > 0 ? `${step}/${total}${phase}` : status === "queued" ? "queued" : `${step}${phase}`;
+  return h(
+    "div",
+    { class: "progress-cell" },
+    h(
+      "div",
+      {
+        class: `progress${isActive(status) ? " active" : ""}`,
+        role: "progressbar",
+        "aria-valuemin": 0,
+        "aria-valuemax": total || 1,
+        "aria-valuenow": total ? Math.min(step, total) : 0,
+        "aria-valuetext": total ? `${step} of ${total} steps${phase}` : text,
+      },
+      h("div", { class: "progress-fill", style: `width: ${(fraction * 100).toFixed(1)}%` }),
+    ),
+    h("span", { class: "progress-text" }, text),
+  );
+}
+
+/** The collapse alarm flag, or null when the run is not collapsed (or not yet measured). */
+export function collapseFlag(collapse) {
+  if (!collapse?.collapsed) return null;
+  return h(
+    "span",
+    { class: "badge collapse", title: collapseText(collapse) },
+    h("span", { "aria-hidden": "true" }, "⚠ "),
+    "collapse",
+  );
+}
+
+export function collapseText(collapse) {
+  const percent = Math.round((collapse.fraction ?? 0) * 1000) / 10;
+  return (
+    `Effective rank ${formatNumber(collapse.erank)} is below ${percent}% of the feature dimension ` +
+    `${collapse.feature_dim} (threshold ${formatNumber(collapse.threshold)}).`
+  );
+}
+
+export function errorBox(message) {
+  return h("div", { class: "notice error", role: "alert" }, message);
+}
+
+export function loading(text = "Loading…") {
+  return h("p", { class: "muted loading" }, text);
+}
+
+/** A page heading that receives focus after navigation, with optional actions beside it. */
+export function pageHeader(title, ...actions) {
+  return h(
+    "div",
+    { class: "page-header" },
+    h("h1", { tabindex: "-1" }, title),
+    actions.length ? h("div", { class: "actions" }, actions) : null,
+  );
+}
+
+/** A <dl> of [label, value] pairs; values may be nodes. */
+export function definitionList(pairs, className = "facts") {
+  return h(
+    "dl",
+    { class: className },
+    pairs.filter(Boolean).map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value))),
+  );
+}
+
+/** A table wrapper that scrolls sideways on narrow screens instead of squeezing columns. */
+export function scrollTable(table, label) {
+  return h("div", { class: "table-scroll", role: "region", "aria-label": label, tabindex: "0" }, table);
+}
+
+/** Page controls for a server-side paginated list: state is {limit, offset}; onPage(offset, limit). */
+export function pager(total, state, onPage, pageSizes = [25, 50, 100, 200]) {
+  const pages = Math.max(1, Math.ceil(total / state.limit));
+  const page = Math.floor(state.offset / state.limit) + 1;
+  const first = total ? state.offset + 1 : 0;
+  const last = Math.min(total, state.offset + state.limit);
+  const goto = (p) => onPage((Math.min(Math.max(p, 1), pages) - 1) * state.limit, state.limit);
+  const button = (label, target, disabled, aria) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button secondary small",
+        disabled,
+        "aria-label": aria,
+        "data-key": `page-${aria}`,
+        onclick: () => goto(target),
+      },
+      label,
+    );
+  const size = h(
+    "select",
+    { id: "page-size", "data-key": "page-size", onchange: (event) => onPage(0, Number(event.target.value)) },
+    pageSizes.map((n) => h("option", { value: n, selected: n === state.limit }, n)),
+  );
+  return h(
+    "nav",
+    { class: "pager", "aria-label": "Pages" },
+    h("span", { class: "pager-count" }, `${first}–${last} of ${total.toLocaleString()}`),
+    h(
+      "span",
+      { class: "pager-buttons" },
+      button("«", 1, page <= 1, "First page"),
+      button("‹ Prev", page - 1, page <= 1, "Previous page"),
+      h("span", { class: "pager-page" }, `Page ${page} of ${pages.toLocaleString()}`),
+      button("Next ›", page + 1, page >= pages, "Next page"),
+      button("»", pages, page >= pages, "Last page"),
+    ),
+    h("span", { class: "field inline" }, h("label", { for: "page-size" }, "Per page"), size),
+  );
+}

@@ -1,0 +1,234 @@
+// Compare: overlay the curves of any runs (ids in the URL: #/compare?ids=3,7,12), one chart per metric,
+// one colour per run, with their final numbers side by side.
+
+import { api, errorMessage, isAbort } from "../api.js";
+import { Chart, seriesColor } from "../charts.js";
+import { collapseFlag, errorBox, isActive, pageHeader, scrollTable, statusBadge } from "../components.js";
+import { h, replace, uid } from "../dom.js";
+import { MISSING, formatNumber, formatParams, formatPercent } from "../format.js";
+import { CHARTED_METRICS, HEADLINE_METRICS, isAccuracy, metricLabel } from "../metrics.js";
+import { hashFor, replaceQuery } from "../router.js";
+
+const MAX_POINTS = 1000;
+
+export async function render(ctx) {
+  document.title = "Compare · mmae";
+  const ids = parseIds(ctx.query.get("ids") ?? "");
+  const chosen = new Set((ctx.query.get("metrics") ?? "").split(",").filter(Boolean));
+
+  const idsInput = h("input", {
+    id: "compare-ids",
+    name: "ids",
+    value: ids.join(", "),
+    inputmode: "numeric",
+    autocomplete: "off",
+    "aria-describedby": "compare-ids-help",
+  });
+  const form = h(
+    "form",
+    { class: "filters compare-form" },
+    h(
+      "div",
+      { class: "field grow" },
+      h("label", { for: "compare-ids" }, "Run IDs"),
+      idsInput,
+      h(
+        "p",
+        { id: "compare-ids-help", class: "hint" },
+        "Comma-separated, e.g. 3, 7, 12 — or tick runs in the runs list.",
+      ),
+    ),
+    h("div", { class: "field filter-actions" }, h("button", { type: "submit", class: "button" }, "Compare")),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    window.location.hash = hashFor("/compare", {
+      ids: parseIds(idsInput.value).join(","),
+      metrics: [...chosen].join(","),
+    });
+  });
+  const summary = h("div");
+  const picker = h("div");
+  const grid = h("div", { class: "chart-grid" });
+  replace(ctx.root, pageHeader("Compare runs"), form, summary, picker, grid);
+  if (!ids.length) {
+    replace(
+      summary,
+      h(
+        "p",
+        { class: "empty" },
+        "Choose runs to compare: enter their IDs, or select them on the ",
+        h("a", { href: "#/runs" }, "runs page"),
+        ".",
+      ),
+    );
+    return;
+  }
+
+  const charts = new Map();
+  ctx.onCleanup(() => charts.forEach((chart) => chart.destroy()));
+  let jobs = [];
+  let available = [];
+
+  async function load() {
+    const results = await Promise.all(
+      ids.map((id) =>
+        api(`/jobs/${id}`, { signal: ctx.signal }).catch((error) => {
+          if (isAbort(error)) throw error;
+          return { id, error: errorMessage(error) };
+        }),
+      ),
+    );
+    jobs = results;
+    const namesPerRun = await Promise.all(
+      jobs.filter((j) => !j.error).map((j) => api(`/jobs/${j.id}/metrics/names`, { signal: ctx.signal })),
+    );
+    const union = new Set(namesPerRun.flat());
+    available = CHARTED_METRICS.filter((m) => union.has(m));
+    if (!chosen.size) HEADLINE_METRICS.filter((m) => union.has(m)).forEach((m) => chosen.add(m));
+    replace(summary, summaryTable(jobs));
+    if (!picker.childElementCount) replace(picker, metricPicker(available, chosen, onPick));
+    await drawCharts();
+  }
+
+  async function drawCharts() {
+    const metrics = available.filter((m) => chosen.has(m));
+    const good = jobs.filter((j) => !j.error);
+    const data = await Promise.all(
+      good.map((j) =>
+        api(`/jobs/${j.id}/metrics`, {
+          query: { names: metrics.join(","), max_points: MAX_POINTS },
+          signal: ctx.signal,
+        }),
+      ),
+    );
+    for (const [name, chart] of charts) {
+      if (!metrics.includes(name)) {
+        chart.destroy();
+        charts.delete(name);
+        grid.querySelector(`[data-panel="${CSS.escape(name)}"]`)?.remove();
+      }
+    }
+    for (const metric of metrics) {
+      const series = good
+        .map((job, i) => ({ job, s: data[i].series?.[metric], color: seriesColor(ids.indexOf(job.id)) }))
+        .filter(({ s }) => s && s.steps.length)
+        .map(({ job, s, color }) => ({
+          label: `#${job.id} ${job.name ?? ""}`.trim(),
+          xs: s.steps,
+          ys: s.values,
+          color,
+        }));
+      chartFor(metric).setSeries(series);
+    }
+  }
+
+  function chartFor(metric) {
+    if (!charts.has(metric)) {
+      const box = h("div", { class: "chart-box", "data-chart": `compare-${metric}`, "data-metric": metric });
+      grid.append(
+        h(
+          "figure",
+          { class: "card chart-card", "data-panel": metric },
+          h("figcaption", {}, metricLabel(metric)),
+          box,
+        ),
+      );
+      charts.set(metric, new Chart(box, { title: metricLabel(metric), percent: isAccuracy(metric) }));
+    }
+    return charts.get(metric);
+  }
+
+  function onPick(metric, on) {
+    if (on) chosen.add(metric);
+    else chosen.delete(metric);
+    replaceQuery("/compare", { ids: ids.join(","), metrics: [...chosen].join(",") });
+    drawCharts().catch((error) => {
+      if (!isAbort(error)) grid.prepend(errorBox(errorMessage(error)));
+    });
+  }
+
+  await load();
+  ctx.poll(5000, async () => {
+    if (jobs.some((j) => !j.error && isActive(j.status))) await load();
+  });
+}
+
+function parseIds(text) {
+  return [
+    ...new Set(
+      text
+        .split(/[\s,]+/)
+        .map(Number)
+        .filter((n) => Number.isInteger(n) && n > 0),
+    ),
+  ];
+}
+
+function summaryTable(jobs) {
+  const head = ["Run", "Status", "Method", "Key parameters", "Linear top-1", "kNN top-1", "Eff. rank"].map(
+    (t) => h("th", { scope: "col" }, t),
+  );
+  const rows = jobs.map((job, i) => {
+    if (job.error) return h("tr", {}, h("td", {}, `#${job.id}`), h("td", { colspan: 6 }, job.error));
+    const swatch = h("span", {
+      class: "swatch",
+      style: `background: ${seriesColor(i)}`,
+      "aria-hidden": "true",
+    });
+    return h(
+      "tr",
+      {},
+      h("td", {}, swatch, h("a", { href: hashFor(`/runs/${job.id}`) }, `#${job.id} ${job.name ?? ""}`)),
+      h("td", {}, statusBadge(job.status), " ", collapseFlag(job.collapse)),
+      h("td", {}, job.method),
+      h("td", { class: "params" }, formatParams(keyParams(job)) || MISSING),
+      h("td", { class: "num" }, formatPercent(job.summary?.["eval/linear_top1"])),
+      h("td", { class: "num" }, formatPercent(job.summary?.["eval/knn_top1"])),
+      h("td", { class: "num" }, formatNumber(job.collapse?.erank ?? job.summary?.["info/erank"], 3)),
+    );
+  });
+  return scrollTable(
+    h("table", { class: "data" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
+    "Compared runs",
+  );
+}
+
+/** The parameters that matter for a run's method (the full Job has the config, not the summary's params). */
+function keyParams(job) {
+  if (job.params) return job.params;
+  const loss = job.config?.loss ?? {};
+  const byMethod = {
+    mmae: { "loss.mu": loss.mu, "loss.tcr_lambda": loss.tcr_lambda },
+    umae: { "loss.uniformity_gamma": loss.uniformity_gamma },
+    simclr: { "loss.temperature": loss.temperature },
+    spectral: { "loss.spectral_lambda": loss.spectral_lambda },
+    barlow_twins: { "loss.barlow_lambda": loss.barlow_lambda },
+    byol: { "loss.byol_momentum": loss.byol_momentum },
+  };
+  return { ...(byMethod[job.method] ?? {}), ...(job.cell_params ?? {}) };
+}
+
+function metricPicker(available, chosen, onPick) {
+  if (!available.length) return h("p", { class: "muted" }, "These runs have no points yet.");
+  const boxes = available.map((metric) => {
+    const id = uid("metric");
+    return h(
+      "div",
+      { class: "check" },
+      h("input", {
+        type: "checkbox",
+        id,
+        checked: chosen.has(metric),
+        onchange: (event) => onPick(metric, event.target.checked),
+      }),
+      h("label", { for: id }, metricLabel(metric)),
+    );
+  });
+  return h(
+    "details",
+    { class: "metric-picker" },
+    h("summary", {}, "Choose metrics"),
+    h("fieldset", {}, h("legend", { class: "visually-hidden" }, "Metrics to chart"), boxes),
+  );
+}

@@ -1,0 +1,542 @@
+// Run page: live curves (loss, learning rate, MI, joint entropy, effective rank, TCR, JS, probe accuracy),
+// fed by GET /api/jobs/{id}/metrics (downsampled) and then the job's event stream (SSE, cookie auth);
+// status, progress, collapse alarm, cancel / retry, MLflow link, final metrics, config, attempts, logs.
+
+import { api, errorMessage, isAbort } from "../api.js";
+import { Chart, seriesColor } from "../charts.js";
+import {
+  TERMINAL,
+  collapseFlag,
+  collapseText,
+  definitionList,
+  errorBox,
+  isActive,
+  pageHeader,
+  progressBar,
+  scrollTable,
+  statusBadge,
+} from "../components.js";
+import { announce, append, h, replace } from "../dom.js";
+import { MISSING, formatDuration, formatMetric, formatNumber, formatTime } from "../format.js";
+import { CHARTED_METRICS, PANELS, isAccuracy, metricLabel } from "../metrics.js";
+import { SeriesStore } from "../series.js";
+import { hashFor } from "../router.js";
+
+const MAX_POINTS = 1000; // per series, as downsampled by the API
+const REFETCH_ABOVE = 4000; // live points kept before asking the API for a downsampled view again
+const CANCELLABLE = new Set(["queued", "starting", "running"]);
+
+export async function render(ctx) {
+  const id = Number(ctx.params[0]);
+  let job = await api(`/jobs/${id}`, { signal: ctx.signal });
+  const store = new SeriesStore();
+
+  const page = h("section", { class: "run-page", "data-job-id": id });
+  const header = h("div");
+  const alerts = h("div", { class: "alerts" });
+  const facts = h("div", { class: "card facts-card" });
+  const charts = new ChartGrid();
+  const finals = h("div");
+  const config = h("div");
+  const attempts = h("div");
+  const logs = new LogPanel(id, ctx);
+
+  replace(
+    ctx.root,
+    append(page, [
+      header,
+      alerts,
+      facts,
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "charts-h" },
+        h("h2", { id: "charts-h" }, "Curves"),
+        charts.root,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "final-h" },
+        h("h2", { id: "final-h" }, "Final metrics"),
+        finals,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "config-h" },
+        h("h2", { id: "config-h" }, "Config"),
+        config,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "attempts-h" },
+        h("h2", { id: "attempts-h" }, "Attempts"),
+        attempts,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "logs-h" },
+        h("h2", { id: "logs-h" }, "Logs"),
+        logs.root,
+      ),
+    ]),
+  );
+  ctx.onCleanup(() => charts.destroy());
+
+  function show(next, { announceStatus = false } = {}) {
+    const previous = job?.status;
+    job = next;
+    document.title = `#${job.id} ${job.name ?? ""} · mmae`;
+    page.dataset.jobStatus = job.status;
+    const focused = header.contains(document.activeElement) ? document.activeElement : null;
+    replace(header, runHeader(job, { onCancel: cancel, onRetry: retry }));
+    if (focused) {
+      const same =
+        focused.dataset.action && header.querySelector(`[data-action="${focused.dataset.action}"]`);
+      (same || header.querySelector("h1")).focus({ preventScroll: true });
+    }
+    replace(alerts, runAlerts(job));
+    replace(facts, runFacts(job));
+    replace(finals, finalMetrics(job.summary));
+    if (config.dataset.hash !== job.config_hash) {
+      config.dataset.hash = job.config_hash;
+      replace(config, configTable(job.config));
+    }
+    replace(attempts, attemptsTable(job.attempts ?? []));
+    charts.setThreshold(job.collapse);
+    if (announceStatus && previous !== job.status) announce(`Run ${job.id} is ${job.status}`);
+  }
+
+  async function cancel() {
+    if (!window.confirm(`Cancel run #${job.id}? It stops after saving a checkpoint.`)) return;
+    try {
+      show(await api(`/jobs/${id}/cancel`, { method: "POST", signal: ctx.signal }), { announceStatus: true });
+      live.start();
+    } catch (error) {
+      if (!isAbort(error)) announceError(alerts, error);
+    }
+  }
+
+  async function retry() {
+    try {
+      show(await api(`/jobs/${id}/retry`, { method: "POST", signal: ctx.signal }), { announceStatus: true });
+      live.start();
+    } catch (error) {
+      if (!isAbort(error)) announceError(alerts, error);
+    }
+  }
+
+  async function loadSeries() {
+    const names = await api(`/jobs/${id}/metrics/names`, { signal: ctx.signal });
+    const wanted = CHARTED_METRICS.filter((name) => names.includes(name));
+    const data = wanted.length
+      ? await api(`/jobs/${id}/metrics`, {
+          query: { names: wanted.join(","), max_points: MAX_POINTS },
+          signal: ctx.signal,
+        })
+      : { series: {} };
+    store.reset(data.series);
+    charts.update(store);
+  }
+
+  const live = new LiveFeed(id, ctx, {
+    onJob: (next) => {
+      show(next, { announceStatus: true });
+      if (TERMINAL.has(next.status)) logs.refresh();
+    },
+    onMetrics: (series) => {
+      store.merge(series);
+      if (store.longest() > REFETCH_ABOVE) loadSeries().catch(() => {});
+      else charts.update(store);
+    },
+    onEnd: () => loadSeries().catch(() => {}),
+    sinceStep: () => store.lastStep(),
+  });
+
+  show(job);
+  await loadSeries();
+  logs.refresh();
+  if (isActive(job.status)) live.start();
+  ctx.poll(5000, async () => {
+    if (isActive(job.status)) await logs.refresh();
+  });
+}
+
+function announceError(container, error) {
+  container.prepend(errorBox(errorMessage(error)));
+  announce(errorMessage(error));
+}
+
+function runHeader(job, { onCancel, onRetry }) {
+  const actions = [];
+  if (CANCELLABLE.has(job.status)) {
+    actions.push(
+      h(
+        "button",
+        { type: "button", class: "button danger", "data-action": "cancel", onclick: onCancel },
+        "Cancel",
+      ),
+    );
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    actions.push(
+      h("button", { type: "button", class: "button", "data-action": "retry", onclick: onRetry }, "Retry"),
+    );
+  }
+  if (job.mlflow_url) {
+    actions.push(
+      h(
+        "a",
+        { class: "button secondary", href: job.mlflow_url, target: "_blank", rel: "noopener" },
+        "MLflow run ↗",
+      ),
+    );
+  }
+  actions.push(
+    h("a", { class: "button secondary", href: hashFor("/submit", { from_job: job.id }) }, "Clone"),
+  );
+  const head = pageHeader(`Run #${job.id}${job.name ? ` · ${job.name}` : ""}`, ...actions);
+  head
+    .querySelector("h1")
+    .after(h("p", { class: "subtitle" }, statusBadge(job.status), " ", collapseFlag(job.collapse)));
+  return head;
+}
+
+function runAlerts(job) {
+  const items = [];
+  if (job.collapse?.collapsed) {
+    items.push(
+      h(
+        "div",
+        { class: "notice warning", role: "alert" },
+        h("strong", {}, "Representation collapse. "),
+        collapseText(job.collapse),
+      ),
+    );
+  }
+  if (job.error)
+    items.push(
+      h(
+        "div",
+        { class: "notice error" },
+        h("strong", {}, "Error. "),
+        h("pre", { class: "inline-pre" }, job.error),
+      ),
+    );
+  return items;
+}
+
+function runFacts(job) {
+  const resources = job.resources ?? {};
+  return definitionList([
+    ["Progress", progressBar(job.progress, job.status)],
+    ["Method", job.method],
+    job.sweep_id ? ["Sweep", h("a", { href: hashFor(`/sweeps/${job.sweep_id}`) }, `#${job.sweep_id}`)] : null,
+    job.cell_params
+      ? [
+          "Cell",
+          Object.entries(job.cell_params)
+            .map(([k, v]) => `${k}=${formatNumber(v)}`)
+            .join(", "),
+        ]
+      : null,
+    ["Priority", job.priority],
+    ["Retries", `${job.retries_used ?? 0} of ${job.max_retries ?? 0}`],
+    ["Resources", `${resources.num_cpus ?? MISSING} CPU · ${resources.num_gpus ?? 0} GPU`],
+    ["Created", formatTime(job.created_at)],
+    ["Started", formatTime(job.started_at)],
+    ["Finished", formatTime(job.finished_at)],
+    ["Duration", job.started_at ? formatDuration(job.started_at, job.finished_at) : MISSING],
+    job.collapse?.erank !== undefined && job.collapse?.erank !== null
+      ? ["Effective rank", `${formatNumber(job.collapse.erank)} of ${job.collapse.feature_dim ?? MISSING}`]
+      : null,
+    ["Config hash", h("code", {}, job.config_hash ?? MISSING)],
+    (job.tags ?? []).length
+      ? [
+          "Tags",
+          h(
+            "span",
+            { class: "tags" },
+            job.tags.map((t) => h("span", { class: "tag" }, t)),
+          ),
+        ]
+      : null,
+  ]);
+}
+
+function finalMetrics(summary) {
+  const entries = Object.entries(summary ?? {}).filter(([, v]) => typeof v === "number");
+  if (!entries.length) return h("p", { class: "muted" }, "None yet: final metrics appear when the run ends.");
+  entries.sort(([a], [b]) => rank(a) - rank(b) || a.localeCompare(b));
+  const table = h(
+    "table",
+    { class: "data compact" },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", { scope: "col" }, "Metric"),
+        h("th", { scope: "col" }, "Name"),
+        h("th", { scope: "col", class: "num" }, "Value"),
+      ),
+    ),
+    h(
+      "tbody",
+      {},
+      entries.map(([name, value]) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, metricLabel(name)),
+          h("td", {}, h("code", {}, name)),
+          h("td", { class: "num" }, formatMetric(name, value)),
+        ),
+      ),
+    ),
+  );
+  return scrollTable(table, "Final metrics");
+}
+
+function rank(name) {
+  const order = ["eval/", "probe/", "info/", "train/"];
+  const i = order.findIndex((prefix) => name.startsWith(prefix));
+  return i === -1 ? order.length : i;
+}
+
+function configTable(config) {
+  const rows = flatten(config ?? {});
+  if (!rows.length) return h("p", { class: "muted" }, "No config.");
+  const table = h(
+    "table",
+    { class: "data compact config" },
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Value"))),
+    h(
+      "tbody",
+      {},
+      rows.map(([key, value]) =>
+        h("tr", {}, h("td", {}, h("code", {}, key)), h("td", {}, value === null ? "null" : String(value))),
+      ),
+    ),
+  );
+  return h(
+    "details",
+    { class: "config-details" },
+    h("summary", {}, `${rows.length} fields`),
+    scrollTable(table, "Config"),
+  );
+}
+
+function flatten(node, prefix = "") {
+  return Object.entries(node).flatMap(([key, value]) =>
+    value && typeof value === "object" && !Array.isArray(value)
+      ? flatten(value, `${prefix}${key}.`)
+      : [[`${prefix}${key}`, value]],
+  );
+}
+
+function attemptsTable(attempts) {
+  if (!attempts.length) return h("p", { class: "muted" }, "Not started yet.");
+  const table = h(
+    "table",
+    { class: "data compact" },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ["#", "Status", "Ray submission", "Submitted", "Started", "Finished", "Error"].map((t) =>
+          h("th", { scope: "col" }, t),
+        ),
+      ),
+    ),
+    h(
+      "tbody",
+      {},
+      attempts.map((a) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, a.number),
+          h("td", {}, a.status),
+          h("td", {}, h("code", {}, a.ray_submission_id ?? MISSING)),
+          h("td", { class: "nowrap" }, formatTime(a.submitted_at)),
+          h("td", { class: "nowrap" }, formatTime(a.started_at)),
+          h("td", { class: "nowrap" }, formatTime(a.finished_at)),
+          h("td", { class: "error-cell" }, a.error ?? ""),
+        ),
+      ),
+    ),
+  );
+  return scrollTable(table, "Attempts");
+}
+
+/** One uPlot chart per panel that has data; panels appear as their first points arrive. */
+class ChartGrid {
+  constructor() {
+    this.root = h("div", { class: "chart-grid" }, h("p", { class: "muted" }, "No points yet."));
+    this.charts = new Map();
+    this.threshold = null;
+    this.store = null;
+    this.pending = false;
+  }
+
+  setThreshold(collapse) {
+    const next = collapse && typeof collapse.threshold === "number" ? collapse.threshold : null;
+    if (next === this.threshold) return;
+    this.threshold = next;
+    if (this.store) this.update(this.store);
+  }
+
+  /** Redraw from the store, at most once per animation frame. */
+  update(store) {
+    this.store = store;
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const store = this.store;
+    for (const panel of PANELS) {
+      const present = panel.metrics.filter((name) => store.get(name)?.steps.length);
+      if (!present.length) continue;
+      const series = present.map((name, i) => ({
+        label: metricLabel(name),
+        xs: store.get(name).steps,
+        ys: store.get(name).values,
+        color: seriesColor(i),
+      }));
+      if (panel.id === "erank" && this.threshold !== null)
+        series.push(thresholdSeries(series[0].xs, this.threshold));
+      this.chartFor(panel, present).setSeries(series);
+    }
+  }
+
+  chartFor(panel, present) {
+    let chart = this.charts.get(panel.id);
+    if (!chart) {
+      this.root.querySelector(":scope > p")?.remove();
+      const box = h("div", { class: "chart-box", "data-chart": panel.id, "data-metrics": present.join(",") });
+      const figure = h("figure", { class: "card chart-card" }, h("figcaption", {}, panel.title), box);
+      const index = PANELS.findIndex((p) => p.id === panel.id);
+      const after = [...this.root.children].find(
+        (el) => PANELS.findIndex((p) => p.id === el.dataset.panel) > index,
+      );
+      figure.dataset.panel = panel.id;
+      this.root.insertBefore(figure, after ?? null);
+      chart = new Chart(box, { title: panel.title, percent: panel.metrics.every(isAccuracy) });
+      this.charts.set(panel.id, chart);
+    }
+    return chart;
+  }
+
+  destroy() {
+    for (const chart of this.charts.values()) chart.destroy();
+  }
+}
+
+function thresholdSeries(steps, threshold) {
+  const xs = [steps[0], steps[steps.length - 1]];
+  return { label: "collapse threshold", xs, ys: [threshold, threshold], color: "#b42318", dash: [6, 4] };
+}
+
+/**
+ * The job's live feed: an EventSource on /api/jobs/{id}/events ("job" and "metrics" events), closed when
+ * the job is terminal. If the stream cannot be opened, it falls back to polling the REST API.
+ */
+class LiveFeed {
+  constructor(id, ctx, handlers) {
+    this.id = id;
+    this.ctx = ctx;
+    this.handlers = handlers;
+    this.source = null;
+    this.polling = false;
+    ctx.onCleanup(() => this.stop());
+  }
+
+  start() {
+    if (this.source || this.polling || this.ctx.disposed) return;
+    const source = new EventSource(`/api/jobs/${this.id}/events`);
+    this.source = source;
+    source.addEventListener("job", (event) => {
+      const job = JSON.parse(event.data);
+      this.handlers.onJob(job);
+      if (TERMINAL.has(job.status)) this.finish();
+    });
+    source.addEventListener("metrics", (event) => this.handlers.onMetrics(JSON.parse(event.data).series));
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) this.fallback();
+    });
+  }
+
+  finish() {
+    this.stop();
+    this.handlers.onEnd();
+  }
+
+  stop() {
+    this.source?.close();
+    this.source = null;
+  }
+
+  /** The stream was refused (401 brings the login form back through api()); poll instead. */
+  async fallback() {
+    this.stop();
+    if (this.polling || this.ctx.disposed) return;
+    this.polling = true;
+    while (!this.ctx.disposed) {
+      try {
+        const job = await api(`/jobs/${this.id}`, { signal: this.ctx.signal });
+        const since = this.handlers.sinceStep();
+        const data = await api(`/jobs/${this.id}/metrics`, {
+          query: {
+            names: CHARTED_METRICS.join(","),
+            max_points: MAX_POINTS,
+            since_step: since === null ? "" : since + 1,
+          },
+          signal: this.ctx.signal,
+        });
+        this.handlers.onMetrics(data.series);
+        this.handlers.onJob(job);
+        if (TERMINAL.has(job.status)) {
+          this.polling = false;
+          this.handlers.onEnd();
+          return;
+        }
+      } catch (error) {
+        if (isAbort(error) || error?.status === 401) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+}
+
+/** The tail of the job's Ray logs, kept scrolled to the end unless the reader scrolled up. */
+class LogPanel {
+  constructor(id, ctx) {
+    this.id = id;
+    this.ctx = ctx;
+    this.pre = h("pre", { class: "logs", tabindex: "0", "aria-label": "Log lines" }, "Loading…");
+    const button = h(
+      "button",
+      { type: "button", class: "button secondary small", onclick: () => this.refresh() },
+      "Refresh logs",
+    );
+    this.root = h("div", {}, h("div", { class: "logs-bar" }, button), this.pre);
+  }
+
+  async refresh() {
+    try {
+      const data = await api(`/jobs/${this.id}/logs`, { query: { tail: 500 }, signal: this.ctx.signal });
+      const atEnd = this.pre.scrollTop + this.pre.clientHeight >= this.pre.scrollHeight - 8;
+      this.pre.textContent = data.lines.length ? data.lines.join("\n") : "No log lines yet.";
+      if (atEnd) this.pre.scrollTop = this.pre.scrollHeight;
+    } catch (error) {
+      if (!isAbort(error)) this.pre.textContent = `Logs unavailable: ${errorMessage(error)}`;
+    }
+  }
+}

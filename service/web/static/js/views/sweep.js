@@ -1,0 +1,393 @@
+// Sweep page: the cell table (GET /api/sweeps/{id}/table), the swept parameter against final metrics
+// (one point per finished cell: the paper's mu ablation, Table 2, and temperature vs MI, Fig. 3),
+// overlaid curves of every cell for a chosen metric, and "retry failed cells".
+
+import { api, errorMessage, isAbort } from "../api.js";
+import { Chart, seriesColor } from "../charts.js";
+import {
+  definitionList,
+  errorBox,
+  isActive,
+  pageHeader,
+  progressBar,
+  scrollTable,
+  statusBadge,
+} from "../components.js";
+import { announce, h, replace, replaceKeepingFocus, uid } from "../dom.js";
+import { MISSING, formatMetric, formatNumber, formatTime } from "../format.js";
+import {
+  HEADLINE_METRICS,
+  SWEEP_FINAL_METRICS,
+  SWEEP_TABLE_METRICS,
+  isAccuracy,
+  metricLabel,
+} from "../metrics.js";
+import { hashFor, replaceQuery } from "../router.js";
+import { countBadges, formatParameterSpecs } from "./sweeps.js";
+
+const MAX_GROUPS = 8; // more series than this are drawn as one cloud of points
+const CURVE_POINTS = 400; // per cell, for the overlaid curves
+
+export async function render(ctx) {
+  const id = Number(ctx.params[0]);
+  let [sweep, table] = await Promise.all([
+    api(`/sweeps/${id}`, { signal: ctx.signal }),
+    api(`/sweeps/${id}/table`, { signal: ctx.signal }),
+  ]);
+  document.title = `Sweep #${id} ${sweep.name} · mmae`;
+  const state = {
+    x: ctx.query.get("x") ?? table.parameters[0] ?? "",
+    curve: ctx.query.get("curve") ?? "",
+  };
+
+  const retryButton = h(
+    "button",
+    { type: "button", class: "button", "data-action": "retry-failed" },
+    "Retry failed cells",
+  );
+  retryButton.addEventListener("click", retryFailed);
+  const actions = [
+    retryButton,
+    h("a", { class: "button secondary", href: hashFor("/runs", { sweep_id: id }) }, "Runs"),
+    sweep.mlflow_url
+      ? h(
+          "a",
+          { class: "button secondary", href: sweep.mlflow_url, target: "_blank", rel: "noopener" },
+          "MLflow ↗",
+        )
+      : null,
+  ].filter(Boolean);
+  const message = h("div", { class: "alerts" });
+  const facts = h("div", { class: "card facts-card" });
+  const paramControls = h("div", { class: "controls" });
+  const paramGrid = h("div", { class: "chart-grid" });
+  const cells = h("div");
+  const curveControls = h("div", { class: "controls" });
+  const curveBox = h("div", { class: "chart-box", "data-chart": "sweep-curves" });
+  const curveChart = new Chart(curveBox, { title: "Curves of all cells", emptyText: "No curves yet." });
+  const paramCharts = new Map();
+  ctx.onCleanup(() => {
+    curveChart.destroy();
+    for (const chart of paramCharts.values()) chart.destroy();
+  });
+
+  replace(
+    ctx.root,
+    h(
+      "section",
+      { class: "sweep-page", "data-sweep-id": id },
+      pageHeader(`Sweep #${id} · ${sweep.name}`, ...actions),
+      message,
+      facts,
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "param-h" },
+        h("h2", { id: "param-h" }, "Swept parameter vs final metrics"),
+        paramControls,
+        paramGrid,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "cells-h" },
+        h("h2", { id: "cells-h" }, "Cells"),
+        cells,
+      ),
+      h(
+        "section",
+        { class: "section", "aria-labelledby": "curves-h" },
+        h("h2", { id: "curves-h" }, "Curves of all cells"),
+        curveControls,
+        h("figure", { class: "card chart-card wide" }, curveBox),
+      ),
+    ),
+  );
+
+  function draw() {
+    replace(facts, sweepFacts(sweep));
+    retryButton.disabled = !(sweep.counts?.failed > 0);
+    retryButton.title = retryButton.disabled ? "No failed cells" : "";
+    replaceKeepingFocus(cells, cellTable(table));
+    drawParamCharts();
+  }
+
+  function drawParamCharts() {
+    if (!table.parameters.length) {
+      replace(paramGrid, h("p", { class: "muted" }, "This sweep has no swept parameters."));
+      return;
+    }
+    if (!paramControls.childElementCount && table.parameters.length > 1) {
+      paramControls.append(
+        selectField("Parameter on the x axis", table.parameters, state.x, (value) => {
+          state.x = value;
+          saveQuery();
+          for (const chart of paramCharts.values()) chart.destroy();
+          paramCharts.clear();
+          paramGrid.replaceChildren();
+          drawParamCharts();
+        }),
+      );
+    }
+    const metrics = finalMetricsOf(table);
+    if (!metrics.length) {
+      replace(paramGrid, h("p", { class: "muted" }, "No final metrics yet: points appear as cells finish."));
+      return;
+    }
+    paramGrid.querySelector(":scope > p")?.remove();
+    for (const metric of metrics) {
+      const plot = paramPlot(table, state.x, metric, sweep.parameters?.[state.x]);
+      let chart = paramCharts.get(metric);
+      if (!chart) {
+        const box = h("div", { class: "chart-box", "data-chart": `param-${metric}`, "data-metric": metric });
+        paramGrid.append(
+          h(
+            "figure",
+            { class: "card chart-card" },
+            h("figcaption", {}, `${metricLabel(metric)} vs ${state.x}`),
+            box,
+          ),
+        );
+        chart = new Chart(box, {
+          title: `${metricLabel(metric)} against ${state.x}`,
+          xLabel: state.x,
+          percent: isAccuracy(metric),
+          points: true,
+          emptyText: "No finished cells yet.",
+        });
+        paramCharts.set(metric, chart);
+      }
+      chart.configure({ lines: plot.lines, xLog: plot.xLog, xCategories: plot.categories });
+      chart.setSeries(plot.series);
+    }
+  }
+
+  async function drawCurves() {
+    const available = HEADLINE_METRICS;
+    if (!curveControls.childElementCount) {
+      curveControls.append(
+        selectField(
+          "Metric",
+          available,
+          state.curve || available[0],
+          (value) => {
+            state.curve = value;
+            saveQuery();
+            drawCurves();
+          },
+          metricLabel,
+        ),
+      );
+    }
+    const metric = state.curve || available[0];
+    const rows = table.rows;
+    const results = await mapLimit(rows, 4, (row) =>
+      api(`/jobs/${row.job_id}/metrics`, {
+        query: { names: metric, max_points: CURVE_POINTS },
+        signal: ctx.signal,
+      })
+        .then((data) => data.series?.[metric])
+        .catch((error) => {
+          if (isAbort(error)) throw error;
+          return null;
+        }),
+    );
+    const series = rows
+      .map((row, i) => ({ row, s: results[i] }))
+      .filter(({ s }) => s && s.steps.length)
+      .map(({ row, s }, i) => ({
+        label: cellLabel(row, table.parameters),
+        xs: s.steps,
+        ys: s.values,
+        color: seriesColor(i),
+      }));
+    curveChart.configure({
+      percent: isAccuracy(metric),
+      legend: series.length <= 12,
+      title: `${metricLabel(metric)} of every cell`,
+    });
+    curveChart.setSeries(series);
+  }
+
+  async function retryFailed() {
+    retryButton.disabled = true;
+    try {
+      const result = await api(`/sweeps/${id}/retry-failed`, { method: "POST", signal: ctx.signal });
+      const n = result.retried?.length ?? 0;
+      const text = n
+        ? `Retried ${n} failed cell${n === 1 ? "" : "s"}: ${result.retried.map((j) => `#${j}`).join(", ")}.`
+        : "No failed cells to retry.";
+      replace(message, h("div", { class: "notice success" }, text));
+      announce(text);
+      await reload();
+    } catch (error) {
+      if (!isAbort(error)) replace(message, errorBox(errorMessage(error)));
+    } finally {
+      retryButton.disabled = !(sweep.counts?.failed > 0);
+    }
+  }
+
+  async function reload() {
+    [sweep, table] = await Promise.all([
+      api(`/sweeps/${id}`, { signal: ctx.signal }),
+      api(`/sweeps/${id}/table`, { signal: ctx.signal }),
+    ]);
+    draw();
+  }
+
+  function saveQuery() {
+    replaceQuery(`/sweeps/${id}`, { x: state.x, curve: state.curve });
+  }
+
+  draw();
+  await drawCurves();
+  let ticks = 0;
+  ctx.poll(3000, async () => {
+    if (!table.rows.some((row) => isActive(row.status))) return;
+    await reload();
+    ticks += 1;
+    if (ticks % 3 === 0) await drawCurves();
+  });
+}
+
+function sweepFacts(sweep) {
+  return definitionList([
+    ["Cells", countBadges(sweep.counts)],
+    ["Strategy", sweep.strategy + (sweep.num_samples ? ` (${sweep.num_samples} samples)` : "")],
+    ["Parameters", formatParameterSpecs(sweep.parameters)],
+    ["Max concurrency", sweep.max_concurrency ?? "unlimited"],
+    ["Created", formatTime(sweep.created_at)],
+    (sweep.tags ?? []).length
+      ? [
+          "Tags",
+          h(
+            "span",
+            { class: "tags" },
+            sweep.tags.map((t) => h("span", { class: "tag" }, t)),
+          ),
+        ]
+      : null,
+  ]);
+}
+
+function cellTable(table) {
+  if (!table.rows.length) return h("p", { class: "muted" }, "No cells.");
+  const preferred = SWEEP_TABLE_METRICS.filter((m) => table.metrics.includes(m));
+  const metrics = preferred.length ? preferred : table.metrics;
+  const head = h(
+    "tr",
+    {},
+    h("th", { scope: "col" }, "Run"),
+    table.parameters.map((p) => h("th", { scope: "col", class: "num" }, p)),
+    h("th", { scope: "col" }, "Status"),
+    h("th", { scope: "col" }, "Progress"),
+    metrics.map((m) => h("th", { scope: "col", class: "num", title: m }, metricLabel(m))),
+  );
+  const rows = table.rows.map((row) =>
+    h(
+      "tr",
+      { "data-job-id": row.job_id },
+      h(
+        "td",
+        {},
+        h("a", { href: hashFor(`/runs/${row.job_id}`), "data-key": `cell-${row.job_id}` }, `#${row.job_id}`),
+      ),
+      table.parameters.map((p) => h("td", { class: "num" }, formatNumber(row.params?.[p]))),
+      h("td", {}, statusBadge(row.status)),
+      h("td", {}, progressBar(row.progress, row.status)),
+      metrics.map((m) => h("td", { class: "num" }, formatMetric(m, row.metrics?.[m]))),
+    ),
+  );
+  return scrollTable(
+    h("table", { class: "data cells-table" }, h("thead", {}, head), h("tbody", {}, rows)),
+    "Cells",
+  );
+}
+
+/** Final metrics worth a plot: the headline ones the table has, else its first few. */
+function finalMetricsOf(table) {
+  const withValues = table.metrics.filter((m) =>
+    table.rows.some((row) => typeof row.metrics?.[m] === "number"),
+  );
+  const preferred = SWEEP_FINAL_METRICS.filter((m) => withValues.includes(m));
+  return preferred.length ? preferred : withValues.slice(0, 4);
+}
+
+/**
+ * Series for "x parameter vs metric": one point per cell that has the metric. Cells that share the other
+ * swept parameters form one line (an ablation curve per setting); too many settings become one cloud.
+ */
+export function paramPlot(table, xParam, metric, spec) {
+  const others = table.parameters.filter((p) => p !== xParam);
+  const cells = table.rows.filter(
+    (row) => typeof row.metrics?.[metric] === "number" && row.params?.[xParam] !== undefined,
+  );
+  const numeric = cells.every((row) => typeof row.params[xParam] === "number");
+  const categories = numeric ? null : [...new Set(cells.map((row) => String(row.params[xParam])))];
+  const xOf = (row) => (numeric ? row.params[xParam] : categories.indexOf(String(row.params[xParam])));
+  const xs = [...new Set(cells.map(xOf))].sort((a, b) => a - b);
+  const positive = numeric && xs.length > 1 && xs[0] > 0;
+  const xLog = positive && (spec?.distribution === "log_uniform" || xs[xs.length - 1] / xs[0] >= 50);
+
+  const groups = new Map();
+  for (const row of cells) {
+    const key = others.map((p) => `${p.split(".").pop()}=${formatNumber(row.params[p])}`).join(", ");
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(row);
+  }
+  const duplicateX = [...groups.values()].some((rows) => new Set(rows.map(xOf)).size !== rows.length);
+  if (groups.size > MAX_GROUPS || duplicateX) {
+    const sorted = [...cells].sort((a, b) => xOf(a) - xOf(b));
+    return {
+      lines: false,
+      xLog,
+      categories,
+      series: [
+        {
+          label: metricLabel(metric),
+          xs: sorted.map(xOf),
+          ys: sorted.map((row) => row.metrics[metric]),
+          color: seriesColor(0),
+        },
+      ],
+    };
+  }
+  const series = [...groups.entries()].map(([key, rows], i) => {
+    const byX = new Map(rows.map((row) => [xOf(row), row.metrics[metric]]));
+    return {
+      label: key || metricLabel(metric),
+      xs,
+      ys: xs.map((x) => byX.get(x) ?? null),
+      color: seriesColor(i),
+    };
+  });
+  return { lines: true, xLog, categories, series };
+}
+
+function cellLabel(row, parameters) {
+  const params = parameters.map((p) => `${p.split(".").pop()}=${formatNumber(row.params?.[p])}`).join(", ");
+  return `#${row.job_id} ${params || MISSING}`;
+}
+
+function selectField(label, values, current, onChange, format = (v) => v) {
+  const id = uid("select");
+  const select = h(
+    "select",
+    { id, onchange: (event) => onChange(event.target.value) },
+    values.map((v) => h("option", { value: v, selected: v === current }, format(v))),
+  );
+  return h("div", { class: "field inline" }, h("label", { for: id }, label), select);
+}
+
+/** Map with at most `limit` calls in flight; results in input order. */
+async function mapLimit(items, limit, fn) {
+  const results = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next;
+      next += 1;
+      results[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

@@ -1,0 +1,206 @@
+"""Session-wide fixtures: real databases (SQLite files and a PostgreSQL database made for this session)
+and one local Ray head shared by every test that needs Ray.
+
+PostgreSQL tests use a database created for this test session on the server at
+``MMAE_TEST_PG_URL`` (default postgresql+psycopg://postgres@127.0.0.1:5432/test) and dropped at the
+end; they are skipped when that server does not answer. The Ray head (4 logical CPUs, no GPU) is
+started on first use with its own auth token file and stopped when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+
+PG_ADMIN_URL = os.environ.get("MMAE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database, yield its URL, drop it (skips when no server answers)."""
+    name = f"mmae_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {error.orig}")
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database that lives as long as the test session (shared by its tests)."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Dashboard address of a local Ray head (4 logical CPUs, no GPU) shared by the whole session."""
+    from service import ray_head
+
+    token_path: Path = tmp_path_factory.mktemp("ray") / "auth_token"
+    previous = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    ray_head.start_head(address, num_cpus=4, num_gpus=0)
+    try:
+        yield address
+    finally:
+        ray_head.stop_head(address)
+        shutil.rmtree(ray_head.head_dir(address), ignore_errors=True)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = previous
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a database at the newest migration: a fresh SQLite file, or this session's PostgreSQL
+    database (its tables emptied after the test)."""
+    from service.db import make_engine
+    from service.migrations import upgrade_to_head
+    from service.models import Base
+
+    sqlite = request.param == "sqlite"
+    url = f"sqlite:///{tmp_path / 'mmae.db'}" if sqlite else request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    upgrade_to_head(engine)
+    try:
+        yield url
+    finally:
+        if not sqlite:
+            names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+            with engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow sqlite store per session (creating one runs MLflow's migrations: seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+TINY_TRAIN_CONFIG: dict[str, Any] = {
+    "method": "mmae",
+    "steps": 20,
+    "checkpoint_every": 10,
+    "data": {"dataset": "digits", "batch_size": 64},
+    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
+    "monitor": {"every": 5},
+    "eval": {"linear_epochs": 2},
+}
+
+
+@dataclass
+class ControlPlane:
+    """The execution side of the control plane, driven by hand: add jobs, tick, wait for states."""
+
+    settings: Any
+    factory: Any
+    ray: Any
+    tracker: Any
+
+    def add_job(self, config: dict[str, Any] | None = None, **fields: Any) -> int:
+        """Insert a queued job (tiny digits config unless ``config``) and return its id."""
+        from mmae.config import TrainConfig, config_hash
+        from service.models import Job
+
+        validated = TrainConfig.model_validate(config or TINY_TRAIN_CONFIG)
+        with self.factory() as session:
+            fields = {"name": "test", "config_hash": config_hash(validated), **fields}
+            job = Job(method=validated.method, config=validated.model_dump(mode="json"), **fields)
+            session.add(job)
+            session.commit()
+            return job.id
+
+    def tick(self) -> None:
+        """One reconcile pass, then one admission pass."""
+        from service.scheduler import admit_queued, reconcile
+
+        with self.factory() as session:
+            reconcile(session, self.ray, self.settings, self.tracker)
+            admit_queued(session, self.ray, self.settings, self.tracker)
+
+    def job(self, job_id: int) -> Any:
+        from sqlalchemy.orm import selectinload
+
+        from service.models import Job
+
+        with self.factory() as session:
+            return session.get(Job, job_id, options=[selectinload(Job.attempts)])
+
+    def wait_for(self, job_id: int, predicate: Callable[[Any], bool], timeout_s: float = 120.0) -> Any:
+        """Tick until ``predicate(job)`` holds; fails the test with the job's state on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.tick()
+            job = self.job(job_id)
+            if predicate(job):
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} stuck in {job.status}: {job.error}"
+            time.sleep(0.3)
+
+    def cancel_all(self) -> None:
+        """Stop every Ray job this plane left running (tests share one Ray head)."""
+        from sqlalchemy import select
+
+        from service.models import Attempt
+
+        with self.factory() as session:
+            for submission_id in session.scalars(select(Attempt.ray_submission_id)):
+                status = self.ray.status(submission_id)
+                if status is not None and status.status in ("PENDING", "RUNNING"):
+                    self.ray.stop(submission_id)
+
+
+@pytest.fixture
+def plane(
+    tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    """The execution side on a migrated SQLite file, the session's Ray head and MLflow store (one
+    experiment per test); Ray jobs it started are stopped afterwards."""
+    from service.db import make_engine, make_session_factory
+    from service.migrations import upgrade_to_head
+    from service.ray_client import RayClient
+    from service.settings import Settings
+    from service.tracking import Tracker
+
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'mmae.db'}", ray_address=ray_cluster,
+        mlflow_tracking_uri=mlflow_store, mlflow_experiment=request.node.name, reconcile_interval_s=0.5,
+        scheduler_interval_s=0.2, stop_grace_s=10,
+    )
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_to_head(engine)
+    ray = RayClient.from_settings(settings)
+    ray.connect()
+    plane = ControlPlane(settings, make_session_factory(engine), ray, Tracker(settings))
+    try:
+        yield plane
+    finally:
+        plane.cancel_all()
+        engine.dispose()

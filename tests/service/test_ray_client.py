@@ -1,0 +1,61 @@
+"""The Ray adapter against the session's real head: reuse by address, resources, unknown ids, auth."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from service import ray_head
+from service.ray_client import RayClient, RayUnavailable
+from service.settings import Settings
+
+
+@pytest.mark.ray
+def test_a_running_head_is_reused_not_restarted(ray_cluster: str, tmp_path: Path) -> None:
+    pid_before = (ray_head.head_dir(ray_cluster) / "head.pid").read_text()
+    client = RayClient(ray_cluster, start_local=True, stop_grace_s=10)  # an API process that restarted
+    client.connect()
+    assert client.connected and client.is_available()
+    assert (ray_head.head_dir(ray_cluster) / "head.pid").read_text() == pid_before
+    resources = client.cluster_resources()
+    assert resources.total["CPU"] == 4.0 and resources.total.get("GPU", 0.0) == 0.0
+    assert [node["is_head"] for node in resources.nodes] == [True]
+    assert resources.largest("CPU") == 4.0 and resources.largest("GPU") == 0.0
+    assert client.status("mmae-attempt-unknown") is None
+    assert client.logs("mmae-attempt-unknown") == ""
+
+
+@pytest.mark.ray
+def test_requests_without_the_token_are_refused(ray_cluster: str) -> None:
+    import httpx
+
+    assert httpx.get(f"{ray_cluster}/api/version", timeout=5).status_code == 401
+    assert ray_head.is_up(ray_cluster)
+
+
+def test_a_remote_address_is_never_started_and_reports_unavailable() -> None:
+    settings = Settings(ray_address="http://ray-head.invalid:8265")
+    client = RayClient.from_settings(settings)
+    assert not client.start_local and not client.is_available()
+    with pytest.raises(RayUnavailable):
+        client.connect()
+
+
+def test_the_local_default_may_start_a_head() -> None:
+    client = RayClient.from_settings(Settings())
+    assert client.address == "http://127.0.0.1:8265" and client.start_local
+
+
+def test_a_missing_token_is_generated_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "ray" / "auth_token"))
+    assert ray_head.auth_token() is None
+    token = ray_head.ensure_auth_token()
+    assert len(token) == 64 and ray_head.ensure_auth_token() == token
+    assert stat.S_IMODE(os.stat(tmp_path / "ray" / "auth_token").st_mode) == 0o600
+    assert ray_head.auth_headers() == {"Authorization": f"Bearer {token}"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")
+    assert ray_head.auth_token() == "from-the-environment"

@@ -1,0 +1,157 @@
+"""Admission, cancel, retry and crash recovery against the session's real Ray head (4 CPUs, no GPU)
+and a real database. Jobs started here are cancelled as soon as their admission is checked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from mlflow import MlflowClient
+from sqlalchemy.orm.exc import StaleDataError
+
+from service.models import Attempt, Job, Sweep
+from service.scheduler import admit_queued, reconcile, request_cancel, retry_job
+from service.states import InvalidTransition, JobStatus
+
+if TYPE_CHECKING:
+    from conftest import ControlPlane
+
+pytestmark = pytest.mark.ray
+
+
+def admit(plane: ControlPlane) -> list[int]:
+    with plane.factory() as session:
+        return admit_queued(session, plane.ray, plane.settings, plane.tracker)
+
+
+def cancel(plane: ControlPlane, job_id: int) -> None:
+    with plane.factory() as session:
+        request_cancel(session, plane.ray, session.get(Job, job_id), plane.tracker)
+
+
+def test_a_job_that_can_never_fit_fails_at_once(plane: ControlPlane) -> None:
+    gpu_job = plane.add_job(num_gpus=1)
+    big_job = plane.add_job(num_cpus=64)
+    assert admit(plane) == []
+    for job_id in (gpu_job, big_job):
+        job = plane.job(job_id)
+        assert job.status == JobStatus.FAILED and job.attempts == []
+        assert "can never fit" in job.error and "largest Ray node has 4 CPU and 0 GPU" in job.error
+
+
+def test_admission_takes_priority_then_fifo_and_waits_for_room(plane: ControlPlane) -> None:
+    low = plane.add_job(name="low", num_cpus=4, priority=0)
+    first_high = plane.add_job(name="first-high", num_cpus=4, priority=5)
+    second_high = plane.add_job(name="second-high", num_cpus=4, priority=5)
+    assert admit(plane) == [first_high]
+    assert admit(plane) == []  # the cluster's 4 CPUs are held
+    attempt = plane.job(first_high).attempts[0]
+    assert attempt.ray_submission_id.startswith(f"mmae-attempt-{attempt.id}-")
+    assert plane.ray.status(attempt.ray_submission_id) is not None
+    cancel(plane, first_high)
+    plane.wait_for(first_high, lambda job: job.status == JobStatus.CANCELLED)  # ticks admit the next one
+    assert plane.job(second_high).status in (JobStatus.STARTING, JobStatus.RUNNING)
+    assert plane.job(low).status == JobStatus.QUEUED
+
+
+def test_a_waiting_big_job_reserves_room_and_sweeps_respect_max_concurrency(plane: ControlPlane) -> None:
+    with plane.factory() as session:
+        sweep = Sweep(name="s", base_config={}, parameters={"loss.mu": {"values": [1, 3]}}, strategy="grid",
+                      max_concurrency=1)
+        session.add(sweep)
+        session.commit()
+        sweep_id = sweep.id
+    cells = [plane.add_job(sweep_id=sweep_id, config_hash=f"cell{i}", priority=9) for i in range(2)]
+    assert admit(plane) == [cells[0]]  # one CPU held, the second cell waits for its sweep
+    with plane.factory() as session:
+        parent = session.get(Sweep, sweep_id).mlflow_parent_run_id
+    child = MlflowClient(plane.settings.resolved_mlflow_uri).get_run(plane.job(cells[0]).mlflow_run_id)
+    assert parent and child.data.tags["mlflow.parentRunId"] == parent
+    big = plane.add_job(num_cpus=4, priority=5)
+    small = plane.add_job(num_cpus=1, priority=0)
+    assert admit(plane) == []  # big does not fit yet; small would, but big's reservation comes first
+    assert {plane.job(i).status for i in (cells[1], big, small)} == {JobStatus.QUEUED}
+
+
+def test_an_attempt_committed_but_never_submitted_is_submitted_by_reconcile(plane: ControlPlane) -> None:
+    job_id = plane.add_job()
+    with plane.factory() as session:  # what a crash between commit and submit leaves behind
+        job = session.get(Job, job_id)
+        attempt = Attempt(job=job, number=1)
+        session.add(attempt)
+        session.flush()
+        attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-lost"
+        job.status = JobStatus.STARTING
+        session.commit()
+        submission_id = attempt.ray_submission_id
+    assert plane.ray.status(submission_id) is None
+    plane.tick()
+    assert plane.ray.status(submission_id) is not None
+    job = plane.job(job_id)
+    assert len(job.attempts) == 1 and job.status in (JobStatus.STARTING, JobStatus.RUNNING)
+
+
+def test_user_retry_requeues_only_ended_jobs(plane: ControlPlane) -> None:
+    job_id = plane.add_job()
+    with plane.factory() as session:
+        job = session.get(Job, job_id)
+        with pytest.raises(InvalidTransition):
+            retry_job(session, job)
+        request_cancel(session, plane.ray, job)
+        assert job.status == JobStatus.CANCELLED and job.finished_at is not None
+        job.retries_used = 2
+        session.commit()
+        retry_job(session, job)
+        assert (job.status, job.retries_used, job.finished_at) == (JobStatus.QUEUED, 0, None)
+
+
+def test_concurrent_status_changes_cannot_overwrite_each_other(plane: ControlPlane) -> None:
+    job_id = plane.add_job()
+    with plane.factory() as api, plane.factory() as scheduler:
+        seen_by_scheduler = scheduler.get(Job, job_id)
+        seen_by_scheduler.priority = 3
+        request_cancel(api, plane.ray, api.get(Job, job_id))
+        with pytest.raises(StaleDataError):
+            scheduler.commit()
+    assert plane.job(job_id).status == JobStatus.CANCELLED
+
+
+def test_an_attempt_pending_past_the_timeout_is_stopped_and_retried(plane: ControlPlane) -> None:
+    job_id = plane.add_job(max_retries=1)
+    with plane.factory() as session:  # a submission Ray cannot place: it stays PENDING
+        job = session.get(Job, job_id)
+        attempt = Attempt(job=job, number=1, submitted_at=datetime.now(UTC) - timedelta(hours=1))
+        session.add(attempt)
+        session.flush()
+        attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-infeasible"
+        job.status = JobStatus.STARTING
+        session.commit()
+        plane.ray.submit(attempt.ray_submission_id, Path("/nonexistent.json"), num_cpus=64, num_gpus=0)
+        submission_id = attempt.ray_submission_id
+    assert plane.ray.status(submission_id).status == "PENDING"
+    with plane.factory() as session:
+        reconcile(session, plane.ray, plane.settings, plane.tracker)
+    job = plane.job(job_id)
+    assert job.status == JobStatus.QUEUED and job.retries_used == 1
+    assert "pending in Ray for more than 900 s" in job.attempts[0].error
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(JobStatus.RUNNING, JobStatus.QUEUED),
+                                                 (JobStatus.CANCELLING, JobStatus.CANCELLED)])
+def test_an_attempt_ray_forgot_is_retried_or_ends_the_cancel(
+    plane: ControlPlane, status: JobStatus, outcome: JobStatus
+) -> None:
+    job_id = plane.add_job()
+    with plane.factory() as session:  # what a Ray head restarted under a running job leaves behind
+        job = session.get(Job, job_id)
+        session.add(Attempt(job=job, number=1, ray_submission_id=f"mmae-attempt-{job_id}-forgotten",
+                            status="running", started_at=datetime.now(UTC)))
+        job.status = status
+        session.commit()
+        reconcile(session, plane.ray, plane.settings, plane.tracker)
+    job = plane.job(job_id)
+    assert job.status == outcome and job.attempts[0].status in ("failed", "stopped")
+    if outcome == JobStatus.QUEUED:
+        assert job.retries_used == 1 and "has no record of" in job.attempts[0].error
