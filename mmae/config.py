@@ -106,8 +106,8 @@ class EvalConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     method: Method = "mmae"
-    seed: int = 0
-    steps: int = Field(default=300, ge=1)  # optimizer steps of pretraining
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    steps: int = Field(default=300, ge=1, le=10_000_000)  # optimizer steps of pretraining
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     checkpoint_every: int = Field(default=100, ge=1)  # steps between checkpoints (and one at the end)

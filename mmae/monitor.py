@@ -1,0 +1,90 @@
+"""Information monitoring: matrix-information quantities of the features a training step produced.
+
+Cheap enough to leave on: it reuses the step's detached features (no extra forward pass) and takes
+one float64 eigendecomposition per matrix, deriving every entropy from that spectrum.
+
+Single branch (MAE family: l2-normalised CLS of the masked pass; Siamese: the online branch z1):
+  info/tcr        TCR_mu of the l2-normalised rows (Def. 4.8, in the run's mu convention)
+  info/entropy_a1 von Neumann entropy of the batch Gram matrix (Def. 3.1, alpha = 1)
+  info/erank      effective rank of the Gram matrix, exp(info/entropy_a1) (Def. 5.1)
+Two branches (Siamese; K1, K2 built from z1 and z2, on both the d x d feature correlation "corr"
+(§3.2) and the B x B Gram "gram"):
+  info/erank_target                 effective rank of branch 2's Gram matrix
+  info/mi_{m}_a{1,2}                matrix mutual information (Def. 3.2)
+  info/joint_entropy_{m}_a{1,2}     matrix joint entropy H(K1 ∘ K2) (Def. 3.3)
+  info/js_{m}                       matrix Jensen-Shannon divergence (Def. C.2)
+  info/eigen_js_{m}                 JS of the two normalised spectra (App. C.3)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmae.info import (
+    feature_correlation,
+    gram_matrix,
+    jensen_shannon_of_spectra,
+    normalized_spectrum,
+    renyi_entropy_of_spectrum,
+)
+from mmae.losses import MuConvention, tcr_regularizer
+
+
+def _entropy(p: Tensor, alpha: float) -> float:
+    return renyi_entropy_of_spectrum(p, alpha).item()
+
+
+def gram_spectrum(z: Tensor) -> Tensor:
+    """Normalised spectrum of the Gram matrix of l2-normalised rows of ``z: [B, d]``.
+
+    Computed on the smaller side: ``zn zn^T`` [B, B] and ``zn^T zn`` [d, d] share their nonzero
+    eigenvalues, so entropies and effective ranks agree (zero padding changes neither).
+    """
+    zn = F.normalize(z.to(torch.float64), dim=1)
+    return normalized_spectrum(zn @ zn.T if zn.shape[0] <= zn.shape[1] else zn.T @ zn)
+
+
+def pair_metrics(k1: Tensor, k2: Tensor, name: str) -> dict[str, float]:
+    """MI, joint entropy (alpha 1, 2), matrix JS and eigenspace JS of two [n, n] unit-diagonal matrices."""
+    p1, p2 = normalized_spectrum(k1), normalized_spectrum(k2)
+    joint = normalized_spectrum(k1 * k2)
+    mix = normalized_spectrum((k1 + k2) / 2)
+    values = {}
+    for alpha in (1, 2):
+        h1, h2, h12 = (_entropy(p, float(alpha)) for p in (p1, p2, joint))
+        values[f"info/mi_{name}_a{alpha}"] = h1 + h2 - h12
+        values[f"info/joint_entropy_{name}_a{alpha}"] = h12
+    values[f"info/js_{name}"] = _entropy(mix, 1.0) - (_entropy(p1, 1.0) + _entropy(p2, 1.0)) / 2
+    values[f"info/eigen_js_{name}"] = jensen_shannon_of_spectra(p1, p2).item()
+    return values
+
+
+class InformationMonitor:
+    """Maps a step's monitor views to ``info/*`` floats; ``mu``/``convention`` are the run's TCR settings."""
+
+    def __init__(self, mu: float, convention: MuConvention) -> None:
+        self.mu = mu
+        self.convention = convention
+
+    @torch.no_grad()
+    def __call__(self, views: tuple[Tensor, ...]) -> dict[str, float]:
+        """views: one [B, d] matrix (single branch) or two (z1, z2) of the same shape."""
+        z1 = views[0].float()
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            p1 = gram_spectrum(z1)
+            entropy = _entropy(p1, 1.0)
+            values = {
+                "info/tcr": tcr_regularizer(z1, self.mu, self.convention).item(),
+                "info/entropy_a1": entropy,
+                "info/erank": math.exp(entropy),
+            }
+            if len(views) == 2:
+                z2 = views[1].float()
+                values["info/erank_target"] = math.exp(_entropy(gram_spectrum(z2), 1.0))
+                values.update(pair_metrics(feature_correlation(z1), feature_correlation(z2), "corr"))
+                values.update(pair_metrics(gram_matrix(z1), gram_matrix(z2), "gram"))
+        return values

@@ -1,0 +1,49 @@
+"""What every pretraining objective exposes to the training loop.
+
+An objective owns the networks of one method (encoder, decoder or projector heads, BYOL's target)
+and turns a batch of images into a loss. The loop in ``mmae.train`` never branches on the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """Result of one objective forward pass.
+
+    loss: scalar to minimise (carries the graph).
+    metrics: ``train/*`` values as detached 0-dim tensors (turned into floats only at log steps,
+        so a CUDA step never waits on the host).
+    features: [B, F] detached features for the online linear probe.
+    monitor_views: detached [B, d] feature matrices for the information monitor: one view for the
+        MAE family (CLS of the masked pass), two for Siamese methods (branch 1, branch 2).
+    """
+
+    loss: Tensor
+    metrics: dict[str, Tensor]
+    features: Tensor
+    monitor_views: tuple[Tensor, ...]
+
+
+class Objective(nn.Module):
+    """Base class: ``forward(images, step) -> StepOutput`` plus an unmasked feature extractor."""
+
+    feature_dim: int  # F, the width of ``encode``'s output and of ``StepOutput.features``
+    monitor_dim: int  # d, the width of each ``StepOutput.monitor_views`` matrix
+
+    def forward(self, images: Tensor, step: int) -> StepOutput:
+        """images: [B, C, H, W] normalised; step: optimizer steps completed so far."""
+        raise NotImplementedError
+
+    def encode(self, images: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, F] features of the clean, unmasked input (evaluation, fine-tuning)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """Hook run after each optimizer step (``step`` = steps completed); BYOL updates its EMA here."""

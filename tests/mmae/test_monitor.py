@@ -1,0 +1,95 @@
+"""InformationMonitor: every contract metric, finite on healthy and collapsed features, correct values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmae.callbacks import Callback
+from mmae.info import effective_rank, gram_matrix, matrix_entropy, matrix_js, mutual_information
+from mmae.monitor import InformationMonitor
+from mmae.train import fit
+
+SINGLE = {"info/tcr", "info/entropy_a1", "info/erank"}
+PAIR = SINGLE | {"info/erank_target"} | {
+    f"info/{kind}_{m}{suffix}"
+    for m in ("corr", "gram")
+    for kind, suffixes in (("mi", ("_a1", "_a2")), ("joint_entropy", ("_a1", "_a2")), ("js", ("",)),
+                           ("eigen_js", ("",)))
+    for suffix in suffixes
+}
+
+
+def test_pair_names_match_the_contract():
+    assert len(PAIR) == 16
+    assert "info/joint_entropy_gram_a2" in PAIR and "info/eigen_js_corr" in PAIR
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(64, 32),
+        lambda: torch.ones(64, 32),  # fully collapsed
+        lambda: torch.randn(64, 3) @ torch.randn(3, 32),  # rank 3
+    ],
+    ids=["gaussian", "collapsed", "rank3"],
+)
+def test_all_metrics_present_and_finite(make):
+    torch.manual_seed(0)
+    monitor = InformationMonitor(mu=1.0, convention="paper")
+    single = monitor((make(),))
+    pair = monitor((make(), make() + 0.1 * torch.randn(64, 32)))
+    assert single.keys() == SINGLE and pair.keys() == PAIR
+    assert all(math.isfinite(v) for v in (*single.values(), *pair.values()))
+
+
+def test_single_branch_values_match_the_definitions():
+    z = torch.randn(48, 16, generator=torch.Generator().manual_seed(1))
+    values = InformationMonitor(mu=2.0, convention="paper")((z,))
+    k = gram_matrix(z)
+    assert values["info/entropy_a1"] == pytest.approx(matrix_entropy(k).item(), rel=1e-9)
+    assert values["info/erank"] == pytest.approx(effective_rank(k).item(), rel=1e-9)
+    zn = torch.nn.functional.normalize(z.double(), dim=1)
+    tcr = torch.logdet(2.0 * torch.eye(16, dtype=torch.float64) + zn.T @ zn).item()
+    assert values["info/tcr"] == pytest.approx(tcr, rel=1e-5)
+
+
+def test_pair_values_match_the_definitions():
+    gen = torch.Generator().manual_seed(2)
+    z1, z2 = torch.randn(40, 24, generator=gen), torch.randn(40, 24, generator=gen)
+    values = InformationMonitor(mu=1.0, convention="paper")((z1, z1 + 0.5 * z2))
+    k1, k2 = gram_matrix(z1), gram_matrix(z1 + 0.5 * z2)
+    assert values["info/mi_gram_a2"] == pytest.approx(mutual_information(k1, k2, 2.0).item(), rel=1e-9)
+    assert values["info/js_gram"] == pytest.approx(matrix_js(k1, k2).item(), rel=1e-9, abs=1e-12)
+    assert 0 < values["info/mi_gram_a1"] <= math.log(40)
+
+
+def test_identical_branches_have_zero_divergence():
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(3))
+    values = InformationMonitor(mu=1.0, convention="paper")((z, z.clone()))
+    assert values["info/js_corr"] == pytest.approx(0.0, abs=1e-9)
+    assert values["info/eigen_js_gram"] == pytest.approx(0.0, abs=1e-9)
+    assert values["info/erank_target"] == pytest.approx(values["info/erank"])
+
+
+def test_orthogonal_features_have_full_effective_rank():
+    values = InformationMonitor(mu=1.0, convention="paper")((torch.eye(16),))
+    assert values["info/erank"] == pytest.approx(16.0)
+    assert values["info/entropy_a1"] == pytest.approx(math.log(16))
+
+
+@pytest.mark.parametrize(("method", "names"), [("mae", SINGLE), ("simclr", PAIR)])
+def test_fit_emits_every_monitor_metric(method, names, tiny_config, tmp_path):
+    emitted: dict[str, float] = {}
+
+    class Collect(Callback):
+        def on_metrics(self, step, metrics):
+            emitted.update(metrics)
+
+    fit(tiny_config(method, steps=5), tmp_path, [Collect()])
+    info = {k for k in emitted if k.startswith("info/")}
+    assert info == names
+    assert 0.0 <= emitted["probe/online_top1"] <= 1.0
+    assert all(math.isfinite(emitted[name]) for name in names)
