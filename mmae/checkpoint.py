@@ -27,8 +27,11 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write ``state`` as the checkpoint of ``step`` and point ``last.pt`` at it; returns the step file."""
+def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int | None = None) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` and point ``last.pt`` at it; returns the step file.
+
+    With ``keep``, only the ``keep`` newest step files remain afterwards (older ones are deleted).
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
@@ -42,7 +45,15 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     _publish_last(path)
+    if keep is not None:
+        _prune(folder, keep)
     return path
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``step_*.pt`` files (names sort by step)."""
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def _publish_last(path: Path) -> None:

@@ -111,6 +111,7 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
     checkpoint_every: int = Field(default=100, ge=1)  # steps between checkpoints (and one at the end)
+    checkpoint_keep: int = Field(default=2, ge=1)  # newest step checkpoints kept on disk (last.pt is one)
     log_every: int = Field(default=1, ge=1)  # steps between train/* metric emissions
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

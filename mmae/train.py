@@ -212,7 +212,7 @@ def train_step(
 
 
 def _checkpoint(run_dir: Path, step: int, parts: TrainParts, config: TrainConfig, events: _Fanout) -> Path:
-    path = save_checkpoint(run_dir, step, parts.state(step, config))
+    path = save_checkpoint(run_dir, step, parts.state(step, config), keep=config.checkpoint_keep)
     events.checkpoint(step, path)
     return path
 

@@ -55,3 +55,11 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     path = save_checkpoint(tmp_path, 5, {"rng": capture_rng(), "config": {"a": [1, None]}})
     state = torch.load(path, weights_only=True)
     assert state["config"] == {"a": [1, None]}
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path) -> None:
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, step, {"step": step}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
+    assert names == ["step_00000030.pt", "step_00000040.pt"]
+    assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 40
