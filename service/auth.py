@@ -7,10 +7,12 @@ A request authenticates with ``Authorization: Bearer <token>`` or the ``mmae_tok
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import exists, select
@@ -32,6 +34,22 @@ class TokenCache:
     def __init__(self, ttl_s: float = 5.0, max_entries: int = 1024) -> None:
         self.ttl_s, self.max_entries = ttl_s, max_entries
         self._entries: dict[str, tuple[str, float]] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+
+    async def name(self, digest: str, find: Callable[[], Awaitable[str | None]]) -> str | None:
+        """The name of the token hashed to ``digest``: cached, else found by ``find`` once, however many
+        requests ask meanwhile (an expiry under load sends one lookup to the database, not one each)."""
+        cached = self.get(digest)
+        if cached is not None:
+            return cached
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.ensure_future(find())
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        name = await asyncio.shield(lookup)
+        if name is not None:
+            self.put(digest, name)
+        return name
 
     def get(self, digest: str) -> str | None:
         entry = self._entries.get(digest)

@@ -7,7 +7,6 @@ extremes (they are some bucket's min or max) and the output is a subsequence of 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -30,21 +29,24 @@ def min_max_downsample(
 
 
 def _bucket_picks(interior: np.ndarray, buckets: int) -> np.ndarray:
-    """Sorted unique indices into ``interior``: the argmin and argmax of each bucket (finite values only)."""
+    """Sorted unique indices into ``interior``: the first argmin and argmax of each bucket's finite values
+    (a bucket with none keeps its first point), computed for all buckets at once."""
     edges = np.linspace(0, len(interior), buckets + 1).astype(np.int64)
+    starts = edges[:-1][edges[1:] > edges[:-1]]  # the non-empty buckets
+    bucket = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(interior))))
     finite = np.isfinite(interior)
     low = np.where(finite, interior, np.inf)
     high = np.where(finite, interior, -np.inf)
-    picks: list[int] = []
-    for start, stop in itertools.pairwise(edges):
-        if stop <= start:
-            continue
-        if not finite[start:stop].any():
-            picks.append(int(start))
-            continue
-        picks.append(int(start + np.argmin(low[start:stop])))
-        picks.append(int(start + np.argmax(high[start:stop])))
-    return np.unique(np.asarray(picks, dtype=np.int64))
+    lowest = _first_in_bucket(low == np.minimum.reduceat(low, starts)[bucket], bucket)
+    highest = _first_in_bucket(high == np.maximum.reduceat(high, starts)[bucket], bucket)
+    return np.unique(np.concatenate([lowest, highest]))
+
+
+def _first_in_bucket(hit: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Index of the first True of ``hit`` within each bucket (every bucket has one)."""
+    index = np.flatnonzero(hit)
+    _, first = np.unique(bucket[index], return_index=True)
+    return index[first]
 
 
 def json_safe(values: list[float]) -> list[float | None]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, String, cast, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, cast, exists, func, select
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from service.errors import NotFound
-from service.models import AttemptProgress, Job, Sweep
+from service.models import AttemptProgress, Job, MetricPoint, Sweep
+
+ERANK = "info/erank"
+JobRow = tuple[Job, AttemptProgress | None, float | None]  # a job, its newest progress row, its newest erank
 
 
 @dataclass(frozen=True)
@@ -51,10 +55,9 @@ def _filtered(statement: Select, filters: JobFilters) -> Select:
     return statement
 
 
-def list_jobs(
-    session: Session, filters: JobFilters, sort: str, limit: int, offset: int
-) -> tuple[list[Job], int]:
-    """One page of jobs and the total matching ``filters``; ``sort`` is a key, ``-`` prefix: descending."""
+def list_jobs(session: Session, filters: JobFilters, sort: str, limit: int, offset: int) -> tuple[list[JobRow], int]:
+    """One page of jobs (with progress and erank) and the total matching ``filters``; ``sort`` is a key,
+    ``-`` prefix: descending."""
     descending, name = sort.startswith("-"), sort.removeprefix("-")
 
     def ordering(key: ColumnElement, row_id: ColumnElement) -> list[ColumnElement]:
@@ -75,9 +78,41 @@ def list_jobs(
         .subquery()
     )
     in_order = ordering(page.c.sort_key, page.c.id)
-    rows = session.scalars(select(Job).join(page, Job.id == page.c.id).order_by(*in_order)).all()
+    rows = session.execute(_with_progress(select(Job).join(page, Job.id == page.c.id)).order_by(*in_order))
     total = session.scalar(_filtered(select(func.count()).select_from(Job), filters)) or 0
-    return list(rows), total
+    return [tuple(row) for row in rows], total
+
+
+def job_view(session: Session, job_id: int) -> JobRow:
+    """A job with its attempts, its newest progress row and its newest erank, in one query."""
+    row = session.execute(_job_view(), {"job_id": job_id}).unique().first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return tuple(row)
+
+
+@functools.cache
+def _job_view() -> Select:
+    """``job_view``'s statement, built once (so is its cache key): the job id is a bind parameter."""
+    statement = _with_progress(select(Job).where(Job.id == bindparam("job_id")))
+    return statement.options(joinedload(Job.attempts))
+
+
+def _with_progress(statement: Select) -> Select:
+    """``statement`` (selecting Job) with each job's newest progress row (outer join) and newest erank."""
+    newer = aliased(AttemptProgress)
+    newest_progress = and_(
+        AttemptProgress.job_id == Job.id,
+        ~exists().where(newer.job_id == Job.id, newer.attempt_id > AttemptProgress.attempt_id),
+    )
+    erank = (
+        select(MetricPoint.value)
+        .where(MetricPoint.job_id == Job.id, MetricPoint.name == ERANK)
+        .order_by(MetricPoint.step.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return statement.add_columns(AttemptProgress, erank).outerjoin(AttemptProgress, newest_progress)
 
 
 def get_job(session: Session, job_id: int, *, with_attempts: bool = False) -> Job:

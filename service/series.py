@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,11 +30,11 @@ def read_series(
         statement = statement.where(MetricPoint.name.in_(names))
     if since_step is not None:
         statement = statement.where(MetricPoint.step > since_step)
+    rows = session.connection().execute(statement.order_by(MetricPoint.name, MetricPoint.step)).all()
     series: dict[str, SeriesData] = {}
-    for name, step, value in session.execute(statement.order_by(MetricPoint.name, MetricPoint.step)):
-        data = series.setdefault(name, SeriesData())
-        data.steps.append(step)
-        data.values.append(value)
+    for name, points in itertools.groupby(rows, key=operator.itemgetter(0)):
+        _, steps, values = zip(*points, strict=True)
+        series[name] = SeriesData(list(steps), list(values))
     return series
 
 

@@ -14,9 +14,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from service.deps import SessionFactoryDep, SettingsDep, require_token
+from service.deps import ReadsDep, SettingsDep, require_token
 from service.job_queries import get_job
 from service.live import MetricsCursor
 from service.routes.jobs import load_job_out
@@ -32,17 +32,16 @@ router = APIRouter(prefix="/api/jobs", tags=["events"], dependencies=[require_to
 TICK_S = 1.0
 
 
-def existing_job(job_id: JobId, factory: SessionFactoryDep) -> int:
+async def existing_job(job_id: JobId, reads: ReadsDep) -> int:
     """404 before the stream starts (a short session: nothing stays checked out while streaming)."""
-    with factory() as session:
-        get_job(session, job_id)
+    await reads.run(get_job, job_id)
     return job_id
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
 async def events(
     job_id: Annotated[int, Depends(existing_job)],
-    factory: SessionFactoryDep,
+    reads: ReadsDep,
     settings: SettingsDep,
     since_step: SinceStep = None,
     max_points: MaxPoints = 1000,
@@ -52,7 +51,7 @@ async def events(
     last_job = None
     first = True
     while True:
-        job, series = await asyncio.to_thread(_tick, factory, settings, job_id, cursor)
+        job, series = await reads.run(_tick, settings, job_id, cursor)
         payload = job.model_dump_json()
         if payload != last_job:
             last_job = payload
@@ -68,8 +67,7 @@ async def events(
 
 
 def _tick(
-    factory: sessionmaker[Session], settings: Settings, job_id: int, cursor: MetricsCursor
+    session: Session, settings: Settings, job_id: int, cursor: MetricsCursor
 ) -> tuple[JobOut, dict[str, SeriesData]]:
     """Read the job view and the new points in one short session (runs in a worker thread)."""
-    with factory() as session:
-        return load_job_out(session, settings, job_id), cursor.read(session)
+    return load_job_out(session, settings, job_id), cursor.read(session)

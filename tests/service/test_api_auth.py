@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import stat
 import time
@@ -111,3 +112,18 @@ def test_first_start_writes_a_private_admin_token_once(settings: Settings, clien
     assert path.read_text() == first, "a second start must not mint another admin token"
     with session_scope(client.app.state.session_factory) as session:
         assert session.query(ApiToken).count() == 1
+
+
+def test_requests_waiting_for_the_same_token_share_one_lookup() -> None:
+    cache, lookups = TokenCache(), []
+
+    async def find() -> str:
+        lookups.append(1)
+        await asyncio.sleep(0.01)
+        return "admin"
+
+    async def many_requests() -> list[str | None]:
+        return await asyncio.gather(*(cache.name("digest", find) for _ in range(20)))
+
+    assert asyncio.run(many_requests()) == ["admin"] * 20
+    assert len(lookups) == 1 and cache.get("digest") == "admin"
