@@ -352,7 +352,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ingest_rate(database_url: str, points: int, names: int = 20) -> float:
-    """Points per second through ``Reporter`` as workers configure it (upserts every 500 points or 1 s)."""
+    """Points per second through ``Reporter`` as workers configure it (its default batching: one upsert
+    per ``flush_points`` points or ``flush_interval_s``)."""
     engine = connect(database_url)
     reporter = Reporter(engine, job_id=2_000_000_000, attempt_id=2_000_000_000)
     reporter.on_train_start(

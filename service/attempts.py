@@ -31,8 +31,14 @@ def utcnow() -> datetime:
 
 
 def run_dir(settings: Settings, job: Job) -> Path:
-    """The run directory every attempt of ``job`` shares (checkpoints, metrics, specs)."""
-    return settings.runs_dir / f"job-{job.id}"
+    """The run directory every attempt of ``job`` shares (checkpoints, metrics, specs).
+
+    Its name, ``job-<id>-<random>``, is chosen on first use and stored on the job (the caller
+    commits it): a job whose id a reset database reuses never resumes an older job's checkpoint.
+    """
+    if job.run_dir_name is None:
+        job.run_dir_name = f"job-{job.id}-{secrets.token_hex(4)}"
+    return settings.runs_dir / job.run_dir_name
 
 
 def move(job: Job, status: JobStatus) -> None:
@@ -44,14 +50,18 @@ def move(job: Job, status: JobStatus) -> None:
 def start_attempt(
     session: Session, job: Job, ray: RayClient, settings: Settings, tracker: Tracker
 ) -> Attempt:
-    """queued -> starting: ensure the MLflow run, commit a new attempt, then submit it to Ray."""
+    """queued -> starting: commit a new attempt, then submit it to Ray.
+
+    The job's MLflow run is opened once the attempt runs (``open_runs``), off the path to running;
+    the worker finds the run's id in its spec, rewritten then, by the time it first reports.
+    """
     check_transition(JobStatus(job.status), JobStatus.STARTING)
-    _open_runs(session, job, tracker)
     attempt = Attempt(job=job, number=len(job.attempts) + 1, status=AttemptStatus.PENDING)
     session.add(attempt)
     session.flush()
     # Unique beyond this database: Ray clusters outlive databases (a reset, a test, a second deployment).
     attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-{secrets.token_hex(4)}"
+    run_dir(settings, job)  # named before the commit, so every attempt of the job shares it
     move(job, JobStatus.STARTING)
     session.commit()
     submit(session, job, attempt, ray, settings, tracker)
@@ -66,6 +76,17 @@ def submit(
     ``RayUnavailable`` (a ConnectionError) propagates: the attempt stays pending and the reconciler
     submits it later.
     """
+    path = write_spec(settings, job, attempt)
+    try:
+        ray.submit(attempt.ray_submission_id, path, num_cpus=job.num_cpus, num_gpus=job.num_gpus)
+    except RuntimeError as error:
+        reason = f"Ray rejected the submission: {error}"
+        end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
+        session.commit()
+
+
+def write_spec(settings: Settings, job: Job, attempt: Attempt) -> Path:
+    """Write the attempt's spec (atomically) into the job's run directory; returns its path."""
     spec = AttemptSpec(
         attempt_id=attempt.id,
         job_id=job.id,
@@ -75,17 +96,25 @@ def submit(
         mlflow_tracking_uri=settings.resolved_mlflow_uri,
         mlflow_run_id=job.mlflow_run_id,
     )
-    path = spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
+    return spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
+
+
+def open_runs(session: Session, job: Job, attempt: Attempt, settings: Settings, tracker: Tracker) -> None:
+    """Create the job's MLflow run (child of its sweep's run) or re-open it, and name a new run in the
+    running attempt's spec. MLflow is secondary: a failure is logged, and the reconciler tries again
+    while the attempt runs and the job has no run."""
     try:
-        ray.submit(attempt.ray_submission_id, path, num_cpus=job.num_cpus, num_gpus=job.num_gpus)
-    except RuntimeError as error:
-        reason = f"Ray rejected the submission: {error}"
-        end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
-        session.commit()
+        created = _open_runs(session, job, tracker)
+    except Exception as error:  # any tracking-server failure, or the job changed meanwhile
+        session.rollback()
+        log.warning("MLflow run of job %s not opened yet: %s", job.id, error)
+        return
+    if created:
+        write_spec(settings, job, attempt)
 
 
-def _open_runs(session: Session, job: Job, tracker: Tracker) -> None:
-    """Create the job's MLflow run (child of its sweep's run) on its first start, re-open it on later ones."""
+def _open_runs(session: Session, job: Job, tracker: Tracker) -> bool:
+    """Create the job's run on its first start (True), re-open it on later ones (False)."""
     parent = None
     if job.sweep is not None:
         if job.sweep.mlflow_parent_run_id is None:
@@ -94,11 +123,12 @@ def _open_runs(session: Session, job: Job, tracker: Tracker) -> None:
         else:
             tracker.mark_running(job.sweep.mlflow_parent_run_id)
         parent = job.sweep.mlflow_parent_run_id
-    if job.mlflow_run_id is None:
-        job.mlflow_run_id = tracker.create_job_run(job, parent)
-        session.commit()
-    else:
+    if job.mlflow_run_id is not None:
         tracker.mark_running(job.mlflow_run_id)
+        return False
+    job.mlflow_run_id = tracker.job_run(job, parent)
+    session.commit()
+    return True
 
 
 def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, retry: bool,

@@ -1,25 +1,31 @@
-"""FastAPI dependencies: everything a route needs comes from ``app.state``, set up by the lifespan."""
+"""FastAPI dependencies: everything a route needs comes from ``app.state``, set up by the lifespan.
+
+Dependencies that only read ``app.state`` are ``async``: FastAPI runs a sync dependency in its
+threadpool, and each such hop costs a thread handoff per request. Read routes are ``async`` too and
+do all of their database work in one ``Reads.run`` call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Cookie, Depends, Header, HTTPException, Request
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from service.auth import COOKIE_NAME, TokenCache, find_token, hash_token, token_from_headers
+from service.db import Reads
 from service.ray_client import RayClient
 from service.settings import Settings
 from service.tracking import Tracker
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session_factory(request: Request) -> sessionmaker[Session]:
-    return request.app.state.session_factory
+async def get_reads(request: Request) -> Reads:
+    return request.app.state.reads
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -28,40 +34,51 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_ray(request: Request) -> RayClient:
+async def get_ray(request: Request) -> RayClient:
     return request.app.state.ray
 
 
-def get_tracker(request: Request) -> Tracker:
+async def get_tracker(request: Request) -> Tracker:
     return request.app.state.tracker
+
+
+async def get_scheduler_wake(request: Request) -> Callable[[], None]:
+    """``wake`` of this process's scheduler loop (admit queued jobs now); a no-op in an API-only process."""
+    loop = request.app.state.scheduler
+    return loop.wake if loop is not None else _no_scheduler
+
+
+def _no_scheduler() -> None:
+    """Another process runs the scheduler: it admits the job within ``scheduler_interval_s``."""
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 RayDep = Annotated[RayClient, Depends(get_ray)]
 TrackerDep = Annotated[Tracker, Depends(get_tracker)]
+WakeSchedulerDep = Annotated[Callable[[], None], Depends(get_scheduler_wake)]
 
 
-def current_token_name(
+async def current_token_name(
     request: Request,
-    factory: SessionFactoryDep,
+    reads: ReadsDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     mmae_token: Annotated[str | None, Cookie(alias=COOKIE_NAME, include_in_schema=False)] = None,
 ) -> str:
     """The name of the caller's token (bearer header or cookie); 401 when missing, unknown or revoked.
 
-    Verified tokens are remembered for a few seconds (``TokenCache``), so most requests skip the lookup.
+    Verified tokens are remembered for a few seconds (``TokenCache``), so most requests skip the lookup
+    (an indexed one, on the token's hash, in a worker thread, shared by the requests that wait for it).
     """
     token = token_from_headers(authorization, mmae_token)
     cache: TokenCache = request.app.state.token_cache
-    name = cache.get(hash_token(token)) if token else None
-    if name is None and token:
-        with factory() as session:  # its own short session: a stream must not pin a connection
-            row = find_token(session, token)
-        if row is not None:
-            name = row.name
-            cache.put(hash_token(token), name)
+
+    async def lookup() -> str | None:
+        row = await reads.run(find_token, token)  # its own short session: a stream must not pin one
+        return row.name if row is not None else None
+
+    name = await cache.name(hash_token(token), lookup) if token else None
     if name is None:
         raise HTTPException(
             status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from service.states import AttemptStatus, JobStatus
@@ -45,17 +45,25 @@ class Sweep(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("sweep_id", "config_hash", name="uq_jobs_sweep_cell"),)
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "config_hash", name="uq_jobs_sweep_cell"),
+        # (key, id): the job list sorts by a key, then id, and filters by status or method; these serve
+        # both from an index instead of sorting the whole table.
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_method_id", "method", "id"),
+        Index("ix_jobs_priority_id", "priority", "id"),
+        Index("ix_jobs_name_id", "name", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
-    method: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    method: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     config_hash: Mapped[str] = mapped_column(String(32), index=True)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"), nullable=True, index=True)
     cell_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # sweep cell's overrides
-    priority: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=2)
     retries_used: Mapped[int] = mapped_column(Integer, default=0)
     num_cpus: Mapped[float] = mapped_column(Float, default=1.0)
@@ -64,6 +72,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # final metrics
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Name of the run directory under settings.runs_dir, chosen at the first start (job-<id>-<random>).
+    run_dir_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,10 +1,13 @@
-"""Thin adapter over the Ray Jobs API: one Ray job per attempt, plus cluster resources and logs.
+"""Thin adapter over the Ray Jobs REST API: one Ray job per attempt, plus cluster resources and logs.
 
 Each attempt runs as ``python -m workers.run --spec PATH`` with the job's ``entrypoint_num_cpus``
 and ``entrypoint_num_gpus`` (fractions allowed). Ray's job supervisor stops a job with SIGTERM and
 waits ``RAY_JOB_STOP_WAIT_TIME_S`` before SIGKILL; that wait is set per submission (through the
 job's runtime_env, which the supervisor inherits) to ``stop_grace_s`` so the trainer can
-checkpoint, on any cluster. Network failures surface as ``RayUnavailable``.
+checkpoint, on any cluster. The calls go to the documented HTTP endpoints that Ray's
+``JobSubmissionClient`` wraps (``/api/jobs/...``), over one kept-alive ``httpx.Client`` with a
+timeout on every call (the SDK offers neither). Network failures and timeouts surface as
+``RayUnavailable``; a request Ray refuses as ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,17 +56,25 @@ class ClusterResources:
 
 
 class RayClient:
-    """Submit, stop, inspect Ray jobs at one dashboard address; start a local head when allowed."""
+    """Submit, stop, inspect Ray jobs at one dashboard address; start a local head when allowed.
+
+    Cluster resources are cached: ``cluster_resources`` answers from a copy at most ``max_age_s`` old
+    (the scheduler's reconcile pass refreshes it), and ``is_available`` remembers its probe for
+    ``probe_ttl_s``.
+    """
 
     def __init__(
-        self, address: str, *, start_local: bool, stop_grace_s: float, python: str | None = None
+        self, address: str, *, start_local: bool, stop_grace_s: float, python: str | None = None,
+        timeout_s: float = 10.0, probe_ttl_s: float = 2.0,
     ) -> None:
         self.address = address.rstrip("/")
         self.start_local = start_local and ray_head.is_local(self.address)
-        self.stop_grace_s = stop_grace_s
+        self.stop_grace_s, self.timeout_s, self.probe_ttl_s = stop_grace_s, timeout_s, probe_ttl_s
         self.python = python or sys.executable
-        self._jobs = None
+        self._http: httpx.Client | None = None
         self._lock = threading.Lock()
+        self._resources: tuple[float, ClusterResources] | None = None
+        self._probe: tuple[float, bool] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayClient:
@@ -72,12 +84,13 @@ class RayClient:
             start_local=settings.ray_address is None,
             stop_grace_s=settings.stop_grace_s,
             python=settings.worker_python,
+            timeout_s=settings.ray_timeout_s,
         )
 
     def connect(self) -> None:
         """Reach the cluster, starting the local head first if it is ours to start and not running."""
         with self._lock:
-            if self._jobs is not None:
+            if self._http is not None:
                 return
             if not ray_head.is_up(self.address):
                 if not self.start_local:
@@ -86,75 +99,66 @@ class RayClient:
                     ray_head.start_head(self.address)
                 except RuntimeError as error:
                     raise RayUnavailable(str(error)) from error
-            from ray.job_submission import JobSubmissionClient
-
-            try:
-                self._jobs = JobSubmissionClient(self.address, headers=ray_head.auth_headers())
-            except (OSError, RuntimeError) as error:  # requests' errors are OSErrors
-                raise RayUnavailable(f"Ray at {self.address}: {error}") from error
+            self._http = httpx.Client(
+                base_url=self.address, headers=ray_head.auth_headers(), timeout=self.timeout_s
+            )
 
     @property
     def connected(self) -> bool:
         """True once ``connect`` succeeded."""
-        return self._jobs is not None
+        return self._http is not None
 
     def is_available(self) -> bool:
-        """True when the dashboard answers now (a cheap probe for health checks; starts nothing)."""
-        return ray_head.is_up(self.address)
+        """True when the dashboard answered lately (a cheap probe for health checks; starts nothing)."""
+        now = time.monotonic()
+        if self._probe is None or now - self._probe[0] > self.probe_ttl_s:
+            self._probe = (now, ray_head.is_up(self.address))
+        return self._probe[1]
 
     def submit(self, submission_id: str, spec_path: Path, *, num_cpus: float, num_gpus: float) -> None:
         """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``."""
-        wait_s = str(math.ceil(self.stop_grace_s))
-        self._call(
-            "submit_job",
-            entrypoint=f"{self.python} -m workers.run --spec {spec_path}",
-            submission_id=submission_id,
-            entrypoint_num_cpus=num_cpus,
-            entrypoint_num_gpus=num_gpus,
-            runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": wait_s}},
-        )
+        body = {
+            "entrypoint": f"{self.python} -m workers.run --spec {spec_path}",
+            "submission_id": submission_id,
+            "entrypoint_num_cpus": num_cpus,
+            "entrypoint_num_gpus": num_gpus,
+            "runtime_env": {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s))}},
+        }
+        _checked(self._request("POST", "/api/jobs/", json=body))
 
     def status(self, submission_id: str) -> RayJobState | None:
         """Ray's view of a submission, or None when Ray has no record of it."""
-        try:
-            info = self._call("get_job_info", submission_id)
-        except RuntimeError as error:
-            if "status code 404" in str(error):
-                return None
-            raise
+        response = self._request("GET", f"/api/jobs/{submission_id}")
+        if response.status_code == 404:
+            return None
+        info = _checked(response)
         return RayJobState(
-            status=str(info.status.value),
-            message=info.message,
-            exit_code=info.driver_exit_code,
-            start_time_ms=info.start_time,
-            end_time_ms=info.end_time,
+            status=info["status"],
+            message=info.get("message"),
+            exit_code=info.get("driver_exit_code"),
+            start_time_ms=info.get("start_time"),
+            end_time_ms=info.get("end_time"),
         )
 
     def stop(self, submission_id: str) -> bool:
         """Ask Ray to stop a job (SIGTERM, SIGKILL after the stop wait); False when it had already ended."""
-        return bool(self._call("stop_job", submission_id))
+        response = self._request("POST", f"/api/jobs/{submission_id}/stop")
+        return response.status_code != 404 and bool(_checked(response)["stopped"])
 
     def logs(self, submission_id: str) -> str:
         """A submission's driver output so far ("" when Ray has no record of it)."""
-        try:
-            return self._call("get_job_logs", submission_id)
-        except RuntimeError as error:
-            if "status code 404" in str(error):
-                return ""
-            raise
+        response = self._request("GET", f"/api/jobs/{submission_id}/logs")
+        return "" if response.status_code == 404 else _checked(response)["logs"]
 
-    def cluster_resources(self) -> ClusterResources:
-        """Totals of the alive nodes (``{"CPU": 4.0, "GPU": 1.0, ...}``) and each node's totals."""
-        self.connect()
-        try:
-            response = httpx.get(
-                f"{self.address}/api/v0/nodes", params={"detail": "1"}, headers=ray_head.auth_headers(),
-                timeout=10.0,
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as error:
-            raise RayUnavailable(f"Ray at {self.address}: {error}") from error
-        rows = response.json()["data"]["result"]["result"]
+    def cluster_resources(self, *, max_age_s: float = 30.0) -> ClusterResources:
+        """Totals of the alive nodes (``{"CPU": 4.0, "GPU": 1.0, ...}``) and each node's totals, from a
+        copy at most ``max_age_s`` old (0: ask Ray now)."""
+        cached = self._resources
+        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            return cached[1]
+        fetched_at = time.monotonic()
+        response = self._request("GET", "/api/v0/nodes", params={"detail": "1"})
+        rows = _checked(response)["data"]["result"]["result"]
         nodes = [
             {"node_id": row["node_id"], "ip": row["node_ip"], "is_head": row["is_head_node"],
              "resources": row["resources_total"]}
@@ -164,11 +168,19 @@ class RayClient:
         for node in nodes:
             for name in ("CPU", "GPU", "memory"):
                 total[name] = total.get(name, 0.0) + node["resources"].get(name, 0.0)
-        return ClusterResources(total=total, nodes=nodes)
+        self._resources = (fetched_at, ClusterResources(total=total, nodes=nodes))
+        return self._resources[1]
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.connect()
         try:
-            return getattr(self._jobs, method)(*args, **kwargs)
-        except OSError as error:  # requests' connection errors are OSErrors
-            raise RayUnavailable(f"Ray at {self.address}: {error}") from error
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:  # connection failures and timeouts
+            raise RayUnavailable(f"Ray at {self.address}: {error!r}") from error
+
+
+def _checked(response: httpx.Response) -> Any:
+    """The JSON body of a successful response; ``RuntimeError`` with Ray's reason otherwise."""
+    if response.status_code != 200:
+        raise RuntimeError(f"Ray answered {response.status_code}: {response.text[:2000]}")
+    return response.json()

@@ -6,7 +6,10 @@ reserves its share, so smaller jobs behind it cannot starve it; a job no single 
 hold fails at once; a sweep never runs more than ``max_concurrency`` cells. Reconciliation reads
 Ray's status of every live attempt and drives the state machine, retrying dead workers from their
 last checkpoint. Both are plain functions on a Session; ``SchedulerLoop`` drives them from the
-API's lifespan (one process per database runs it, see ``Settings.run_scheduler``).
+API's lifespan (one process per database runs it, see ``Settings.run_scheduler``). Ray's cluster
+totals are refreshed by the reconcile pass (every ``RESOURCES_REFRESH_S``), not per admission; a new
+or retried job wakes the loop at once, and a just-submitted attempt is polled every
+``starting_poll_s`` until it runs.
 """
 
 from __future__ import annotations
@@ -16,24 +19,26 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from service.attempts import end_attempt, finish, move, start_attempt, submit, utcnow
+from service.attempts import end_attempt, finish, move, open_runs, start_attempt, submit, utcnow
 from service.models import Attempt, AttemptProgress, Job
 from service.ray_client import ClusterResources, RayClient, RayJobState, RayUnavailable
 from service.settings import Settings
 from service.states import ACTIVE, AttemptStatus, JobStatus, check_transition
 from service.tracking import Tracker
 from workers.spec import EXIT_PERMANENT
+from workers.tables import json_finite
 
 log = logging.getLogger(__name__)
 EPSILON = 1e-9  # fractional GPUs: 0.1 * 10 must fit in 1.0
+STARTING_POLL_BATCH = 8  # a fast pass asks Ray about at most this many starting attempts
+RESOURCES_REFRESH_S = 5.0  # a reconcile pass re-reads Ray's cluster totals when they are older than this
 
 
 def admit_queued(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
@@ -90,16 +95,50 @@ def _never_fits(job: Job, cluster: ClusterResources) -> str | None:
     )
 
 
-def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> None:
-    """Read Ray's status of every active job's latest attempt and apply it (commits per job)."""
+def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
+    """Refresh Ray's cluster totals (admission reads the cached copy), then apply Ray's status of every
+    active job's latest attempt (commits per job). Returns the ids of the jobs still starting."""
+    ray.cluster_resources(max_age_s=RESOURCES_REFRESH_S)
     jobs = session.scalars(
         select(Job).where(Job.status.in_(ACTIVE)).options(selectinload(Job.attempts)).order_by(Job.id)
     ).all()
+    return _reconcile_jobs(
+        session, jobs, lambda attempt: ray.status(attempt.ray_submission_id), ray, settings, tracker
+    )
+
+
+def reconcile_starting(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
+    """The fast pass between full ones, for jobs whose attempt was submitted and has not run yet: Ray
+    alone is asked (about the ``STARTING_POLL_BATCH`` longest waiting) until some leave PENDING; only
+    those jobs are then reconciled. Returns the ids of the jobs still starting."""
+    waiting = session.execute(
+        select(Attempt.job_id, Attempt.ray_submission_id)
+        .join(Job, Job.id == Attempt.job_id)
+        .where(Job.status == JobStatus.STARTING, Attempt.status == AttemptStatus.PENDING)
+        .order_by(Attempt.submitted_at)
+        .limit(STARTING_POLL_BATCH)
+    ).all()
+    session.rollback()  # end the read: nothing is held while Ray answers
+    states = {job_id: ray.status(submission_id) for job_id, submission_id in waiting}
+    moved = [job_id for job_id, state in states.items() if state is None or state.status != "PENDING"]
+    if moved:
+        moved_jobs = select(Job).where(Job.id.in_(moved), Job.status == JobStatus.STARTING)
+        jobs = session.scalars(moved_jobs.options(selectinload(Job.attempts))).all()
+        _reconcile_jobs(session, jobs, lambda attempt: states[attempt.job_id], ray, settings, tracker)
+    return [job_id for job_id in states if job_id not in moved]
+
+
+def _reconcile_jobs(
+    session: Session, jobs: Sequence[Job], state_of: Callable[[Attempt], RayJobState | None], ray: RayClient,
+    settings: Settings, tracker: Tracker,
+) -> list[int]:
+    """Apply ``state_of`` (Ray's status) of each job's latest attempt, committing per job; returns the
+    ids of the jobs still starting."""
+    starting = []
     for job in jobs:
         attempt = job.attempts[-1]
         try:
-            state = ray.status(attempt.ray_submission_id)
-            _reconcile_attempt(session, job, attempt, state, ray, settings, tracker)
+            _reconcile_attempt(session, job, attempt, state_of(attempt), ray, settings, tracker)
             session.commit()
         except RayUnavailable:
             session.rollback()
@@ -110,6 +149,9 @@ def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tra
         except Exception:  # one broken job must not stall the others
             session.rollback()
             log.exception("reconciling job %s failed", job.id)
+        if job.status == JobStatus.STARTING:
+            starting.append(job.id)
+    return starting
 
 
 def _reconcile_attempt(
@@ -125,7 +167,7 @@ def _reconcile_attempt(
         _still_live(session, job, attempt, state, ray, settings, tracker)
     elif state is not None and state.status == "SUCCEEDED" and finished:
         attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
-        job.summary = progress.summary
+        job.summary = json_finite(progress.summary)
         finish(session, job, JobStatus.SUCCEEDED, tracker)
     elif job.status == JobStatus.CANCELLING:
         attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
@@ -139,22 +181,26 @@ def _still_live(
     session: Session, job: Job, attempt: Attempt, state: RayJobState, ray: RayClient,
     settings: Settings, tracker: Tracker,
 ) -> None:
-    """A pending or running attempt: note that it runs, re-send a cancel, or give up on a long wait."""
+    """A pending or running attempt: re-send a cancel, give up on a long wait, or note that it runs and
+    open its job's MLflow run (again, if the API died or MLflow failed when it started)."""
     if job.status == JobStatus.CANCELLING:
         ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
         return
-    if state.status == "RUNNING":
-        if attempt.status == AttemptStatus.PENDING:
-            attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
-        if job.status == JobStatus.STARTING:
-            move(job, JobStatus.RUNNING)
-            job.started_at = job.started_at or utcnow()
+    if state.status == "PENDING":
+        if utcnow() - _aware(attempt.submitted_at) > timedelta(seconds=settings.pending_timeout_s):
+            ray.stop(attempt.ray_submission_id)
+            end_attempt(session, job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
+                        "s (no node had room for it)", retry=True, tracker=tracker)
         return
-    waited = utcnow() - _aware(attempt.submitted_at)
-    if waited > timedelta(seconds=settings.pending_timeout_s):
-        ray.stop(attempt.ray_submission_id)
-        end_attempt(session, job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} s "
-                    "(no node had room for it)", retry=True, tracker=tracker)
+    started = attempt.status == AttemptStatus.PENDING
+    if started:
+        attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
+    if job.status == JobStatus.STARTING:
+        move(job, JobStatus.RUNNING)
+        job.started_at = job.started_at or utcnow()
+    if started or job.mlflow_run_id is None:
+        session.commit()
+        open_runs(session, job, attempt, settings, tracker)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -236,7 +282,9 @@ def _retry_stale(session: Session, job: Job, action: Callable[[], None], tries: 
 
 class SchedulerLoop:
     """Runs ``reconcile`` at start and every ``reconcile_interval_s``, ``admit_queued`` every
-    ``scheduler_interval_s``, each in a worker thread. Failures are logged and retried next tick.
+    ``scheduler_interval_s`` or at once when ``wake`` is called, and ``reconcile_starting`` every
+    ``starting_poll_s`` while an attempt is starting; each in a worker thread. Failures are logged
+    and retried next tick.
     """
 
     def __init__(
@@ -245,32 +293,54 @@ class SchedulerLoop:
     ) -> None:
         self.settings, self.session_factory, self.ray = settings, session_factory, ray
         self.tracker = tracker or Tracker(settings)
-        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ray_warned = False
 
     async def run(self) -> None:
         """Loop until ``stop()``; returns after the step in progress finishes."""
-        next_reconcile = 0.0
-        while not self._stopping.is_set():
+        self._loop = asyncio.get_running_loop()
+        next_reconcile = next_admit = 0.0
+        starting: list[int] = []
+        while not self._stopping:
             if time.monotonic() >= next_reconcile:
-                await self._step(reconcile)
+                starting = await self._step(reconcile)
                 next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
-            await self._step(admit_queued)
+            elif starting:
+                starting = await self._step(reconcile_starting)
+            if self._wake.is_set() or time.monotonic() >= next_admit:
+                self._wake.clear()
+                starting += await self._step(admit_queued)
+                next_admit = time.monotonic() + self.settings.scheduler_interval_s
+            wake_at = min(next_reconcile, next_admit)
+            if starting:
+                wake_at = min(wake_at, time.monotonic() + self.settings.starting_poll_s)
+            if self._stopping:  # stop() came during a step, and the admission pass may have cleared its wake
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.scheduler_interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
+
+    def wake(self) -> None:
+        """Run an admission pass now (a job was queued); safe to call from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
 
-    async def _step(self, action: Callable[..., Any]) -> None:
-        await asyncio.to_thread(self._run_step, action)
+    async def _step(self, action: Callable[..., list[int]]) -> list[int]:
+        """Run ``action`` in a worker thread; the job ids it returns (none when it failed)."""
+        return await asyncio.to_thread(self._run_step, action)
 
-    def _run_step(self, action: Callable[..., Any]) -> None:
+    def _run_step(self, action: Callable[..., list[int]]) -> list[int]:
         try:
             self.ray.connect()
             with self.session_factory() as session:
-                action(session, self.ray, self.settings, self.tracker)
+                ids = action(session, self.ray, self.settings, self.tracker)
             self._ray_warned = False
+            return ids
         except RayUnavailable as error:
             if not self._ray_warned:
                 log.warning("scheduler: %s", error)
@@ -279,3 +349,4 @@ class SchedulerLoop:
             log.info("scheduler: a job changed during %s; retrying next tick", action.__name__)
         except Exception:  # the loop must outlive any one failure
             log.exception("scheduler: %s failed", action.__name__)
+        return []

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     run_scheduler: bool = True  # False: an API-only process (another one runs the scheduler loop)
     scheduler_interval_s: float = Field(default=1.0, gt=0)  # how often queued jobs are admitted
     reconcile_interval_s: float = Field(default=3.0, gt=0)  # how often Ray job states are read back
+    starting_poll_s: float = Field(default=0.02, gt=0)  # how often a just-submitted attempt is polled until it runs
+    ray_timeout_s: float = Field(default=10.0, gt=0)  # timeout of each Ray Jobs API call
+    read_threads: int = Field(default=4, ge=1)  # worker threads serving read-only requests (see db.Reads)
     pending_timeout_s: float = Field(default=900.0, gt=0)  # a Ray job PENDING longer than this is failed
     stop_grace_s: float = Field(default=10.0, gt=0)  # cooperative stop window before a forced stop
     collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # erank below this * dim flags a collapse

@@ -3,7 +3,9 @@
 Runs are addressed by explicit id through ``MlflowClient`` (never the fluent global run). A job's
 run carries the flattened config as params (``log_batch`` takes at most 100 per call) and the tags
 that identify an experiment: config_hash, package version, mu_convention, world_size, seed. A
-sweep cell's run is tagged ``mlflow.parentRunId`` with its sweep's run. With a local ``sqlite://``
+sweep cell's run is tagged ``mlflow.parentRunId`` with its sweep's run. A job's run is also tagged
+with the name of the job's run directory (unique per job), so opening it is idempotent: a run created
+by an API process that died before recording its id is found again, not doubled. With a local ``sqlite://``
 store, artifacts go under ``data_dir/mlartifacts`` (MLflow's default would be ``./mlruns`` of
 whatever directory the process runs in); a tracking server serves its own artifacts.
 """
@@ -63,6 +65,14 @@ class Tracker:
                     self._experiment_id = experiment.experiment_id
         return self._experiment_id
 
+    def job_run(self, job: Job, parent_run_id: str | None = None) -> str:
+        """Id of ``job``'s run: the run tagged with the job's run directory when one exists (created by
+        an API process that died before recording it), else a new run."""
+        found = self.client.search_runs(
+            [self.experiment_id()], filter_string=f"tags.`mmae.run_dir` = '{job.run_dir_name}'", max_results=1
+        )
+        return found[0].info.run_id if found else self.create_job_run(job, parent_run_id)
+
     def create_job_run(self, job: Job, parent_run_id: str | None = None) -> str:
         """A new run for ``job`` with its config as params and identifying tags; returns the run id."""
         from mlflow.entities import Param
@@ -76,6 +86,7 @@ class Tracker:
             "seed": str(config.seed),
             "method": config.method,
             "mmae.job_id": str(job.id),
+            "mmae.run_dir": str(job.run_dir_name),
             "mmae.resources": f"cpus={job.num_cpus:g} gpus={job.num_gpus:g}",
         }
         if parent_run_id:

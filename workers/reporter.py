@@ -4,14 +4,17 @@ Points are buffered and flushed every ``flush_points`` points or ``flush_interva
 every checkpoint, on status changes and at the end. A flush upserts ``metric_points`` on
 (job_id, name, step), with the attempt's progress row, in one transaction: a retried or resumed
 attempt that re-emits a step overwrites it, so SQL never loses or doubles a point. MLflow only
-appends, so it is guarded by a high-water mark: when an attempt starts, points SQL has beyond what
-MLflow has are sent first (backfill after a crash between the two writes), and re-emitted steps at
-or below SQL's mark are not sent again.
+appends, so it is guarded by a high-water mark: when the reporter first reaches the job's run (at the
+start, or at a later flush when the service created the run after submitting the attempt), points SQL
+has beyond what MLflow has are sent first (backfill after a crash between the two writes), and
+re-emitted steps at or below SQL's mark are not sent again. Non-finite numbers in the progress row's
+JSON (run info, summary) are stored as null.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -20,11 +23,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, func, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Double,
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    create_engine,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mmae.callbacks import Callback, RunInfo, TrainResult
-from workers.tables import attempt_progress, metric_points
+from workers.tables import attempt_progress, json_finite, metric_points
 from workers.tracking import RunTracker, Series
 
 log = logging.getLogger(__name__)
@@ -37,26 +52,61 @@ def connect(database_url: str) -> Engine:
     return create_engine(database_url, pool_pre_ping=True, pool_size=1, max_overflow=1)
 
 
-def _insert(connection: Connection, table: Any) -> Any:
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[connection.dialect.name]
-    return dialect.insert(table)
+def upsert_points(
+    connection: Connection, job_id: int, attempt_id: int, logged_at: datetime, points: dict[tuple[str, int], float]
+) -> None:
+    """Store one attempt's ``{(name, step): value}`` points, overwriting any existing (job_id, name, step).
 
-
-def upsert_points(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert ``metric_points`` rows, overwriting any existing (job_id, name, step)."""
-    if not rows:
+    PostgreSQL gets the whole batch as three arrays in one ``INSERT ... SELECT FROM unnest(...)``
+    statement; SQLite an ``executemany`` of the same upsert.
+    """
+    if not points:
         return
-    statement = _insert(connection, metric_points)
-    statement = statement.on_conflict_do_update(
+    if connection.dialect.name == "postgresql":
+        names, steps = zip(*points, strict=True)
+        connection.execute(
+            _unnest_upsert(),
+            {"job_id": job_id, "attempt_id": attempt_id, "logged_at": logged_at,
+             "names": list(names), "steps": list(steps), "values": list(points.values())},
+        )
+        return
+    statement = sqlite.insert(metric_points)
+    rows = [
+        {"job_id": job_id, "name": name, "step": step, "value": value, "attempt_id": attempt_id,
+         "logged_at": logged_at}
+        for (name, step), value in points.items()
+    ]
+    connection.execute(_overwriting(statement), rows)
+
+
+def _overwriting(statement: Any) -> Any:
+    """``statement`` (a dialect insert into metric_points) replacing the value of an existing point."""
+    return statement.on_conflict_do_update(
         index_elements=["job_id", "name", "step"],
         set_={key: statement.excluded[key] for key in ("value", "attempt_id", "logged_at")},
     )
-    connection.execute(statement, rows)
+
+
+@functools.cache
+def _unnest_upsert() -> Any:
+    """PostgreSQL's batch upsert: a row per element of the names/steps/values arrays."""
+    points = func.unnest(
+        bindparam("names", type_=postgresql.ARRAY(String)),
+        bindparam("steps", type_=postgresql.ARRAY(BigInteger)),
+        bindparam("values", type_=postgresql.ARRAY(Double)),
+    ).table_valued("name", "step", "value").render_derived(name="point")
+    source = select(
+        bindparam("job_id", type_=Integer), points.c.name, points.c.step, points.c.value,
+        bindparam("attempt_id", type_=Integer), bindparam("logged_at", type_=DateTime(timezone=True)),
+    )
+    columns = ["job_id", "name", "step", "value", "attempt_id", "logged_at"]
+    return _overwriting(postgresql.insert(metric_points).from_select(columns, source))
 
 
 def upsert_progress(connection: Connection, row: dict[str, Any]) -> None:
     """Insert or replace the ``attempt_progress`` row of ``row["attempt_id"]``."""
-    statement = _insert(connection, attempt_progress).values(**row)
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}[connection.dialect.name]
+    statement = dialect.insert(attempt_progress).values(**row)
     statement = statement.on_conflict_do_update(
         index_elements=["attempt_id"],
         set_={key: statement.excluded[key] for key in row if key != "attempt_id"},
@@ -93,7 +143,12 @@ def read_series(engine: Engine, job_id: int, prefix: str = "", after: dict[str, 
 
 
 class Reporter(Callback):
-    """Streams one attempt's metrics and progress to the control plane's database and MLflow run."""
+    """Streams one attempt's metrics and progress to the control plane's database and MLflow run.
+
+    ``find_tracker`` returns the job's MLflow run once it is known (the service creates it just after
+    submitting the attempt); it is asked at the start and at every flush until it answers. The first
+    send to a run found late backfills everything SQL already has.
+    """
 
     def __init__(
         self,
@@ -101,27 +156,27 @@ class Reporter(Callback):
         *,
         job_id: int,
         attempt_id: int,
-        tracker: RunTracker | None = None,
-        flush_points: int = 500,
+        find_tracker: Callable[[], RunTracker | None] | None = None,
+        flush_points: int = 5000,
         flush_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.engine, self.job_id, self.attempt_id, self.tracker = engine, job_id, attempt_id, tracker
+        self.engine, self.job_id, self.attempt_id, self.find_tracker = engine, job_id, attempt_id, find_tracker
         self.flush_points, self.flush_interval_s, self.clock = flush_points, flush_interval_s, clock
+        self.tracker: RunTracker | None = None
         self._buffer: dict[tuple[str, int], float] = {}
         self._mlflow_pending: list[tuple[str, int, float, int]] = []
         self._mlflow_mark: dict[str, int] = {}
+        self._tags: dict[str, str] = {}
         self._dropped: set[str] = set()
         self._last_flush = clock()
         self._progress: dict[str, Any] = {"step": 0, "total_steps": 0, "phase": "starting"}
 
     def on_train_start(self, info: RunInfo) -> None:
         self._progress.update(step=info.start_step, total_steps=info.total_steps, phase="training")
-        self._progress["run_info"] = dataclasses.asdict(info)
-        if self.tracker is not None:
-            self._mlflow_mark = self._backfill_mlflow(self.tracker)
-            if info.tags:
-                self._try_mlflow(self.tracker.set_tags, info.tags)
+        self._progress["run_info"] = json_finite(dataclasses.asdict(info))
+        self._tags = dict(info.tags)
+        self._attach()
         self.flush()
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
@@ -146,30 +201,46 @@ class Reporter(Callback):
         self.flush()
 
     def on_train_end(self, result: TrainResult) -> None:
-        self._progress.update(phase="stopped" if result.stopped_early else "done", summary=result.summary)
+        phase = "stopped" if result.stopped_early else "done"
+        self._progress.update(phase=phase, summary=json_finite(result.summary))
         self.flush()
 
     def flush(self) -> None:
         """Write buffered points and progress to SQL in one transaction; then send new points to MLflow."""
         now = datetime.now(UTC)
-        rows = [
-            {"job_id": self.job_id, "name": name, "step": step, "value": value,
-             "attempt_id": self.attempt_id, "logged_at": now}
-            for (name, step), value in self._buffer.items()
-        ]
-        ids = {"attempt_id": self.attempt_id, "job_id": self.job_id}
         with self.engine.begin() as connection:
-            upsert_points(connection, rows)
-            upsert_progress(connection, {**ids, "heartbeat_at": now, **self._progress})
-        self._buffer.clear()
+            upsert_points(connection, self.job_id, self.attempt_id, now, self._buffer)
+            upsert_progress(
+                connection,
+                {"attempt_id": self.attempt_id, "job_id": self.job_id, "heartbeat_at": now, **self._progress},
+            )
+        points, self._buffer = self._buffer, {}
         self._last_flush = self.clock()
-        if self.tracker is not None:
+        if self.tracker is None:
+            self._attach()  # a run found now is backfilled from SQL, these points included
+        else:
             stamp = int(now.timestamp() * 1000)
             self._mlflow_pending += [
-                (row["name"], row["step"], row["value"], stamp)
-                for row in rows if row["step"] > self._mlflow_mark.get(row["name"], -1)
+                (name, step, value, stamp)
+                for (name, step), value in points.items() if step > self._mlflow_mark.get(name, -1)
             ]
+        if self.tracker is not None:
             self._try_mlflow(self.tracker.log_points, self._mlflow_pending)
+
+    def _attach(self) -> None:
+        """Start sending to the job's run if ``find_tracker`` knows it: first what SQL has and MLflow
+        lacks, and the run's tags. An unreachable tracking server leaves it for the next flush."""
+        tracker = self.find_tracker() if self.find_tracker is not None else None
+        if tracker is None:
+            return
+        try:
+            self._mlflow_mark = self._backfill_mlflow(tracker)
+        except Exception as error:  # any tracking-server failure
+            log.warning("MLflow unreachable (will retry): %s", error)
+            return
+        self.tracker = tracker
+        if self._tags:
+            self._try_mlflow(tracker.set_tags, self._tags)
 
     def _backfill_mlflow(self, tracker: RunTracker) -> dict[str, int]:
         """Queue SQL's points that MLflow lacks (a crash between the two writes); return SQL's marks."""

@@ -57,14 +57,23 @@ class StepLog(Callback):
             print(f"[mmae] step {step} loss {metrics['train/loss']:.5g}", flush=True)
 
 
-def run_attempt(spec: AttemptSpec) -> int:
+def find_run(spec_path: Path) -> RunTracker | None:
+    """The job's MLflow run as the attempt's spec names it now (the service adds it after submitting)."""
+    spec = AttemptSpec.read(spec_path)
+    if spec.mlflow_run_id is None or spec.mlflow_tracking_uri is None:
+        return None
+    return RunTracker(spec.mlflow_tracking_uri, spec.mlflow_run_id)
+
+
+def run_attempt(spec: AttemptSpec, spec_path: Path) -> int:
     """Run one attempt to the end; returns the process exit status."""
     from mmae.train import fit
 
     stop = StopOnSignal()
     engine = connect(spec.database_url)
-    tracker = RunTracker(spec.mlflow_tracking_uri, spec.mlflow_run_id) if spec.mlflow_run_id else None
-    reporter = Reporter(engine, job_id=spec.job_id, attempt_id=spec.attempt_id, tracker=tracker)
+    reporter = Reporter(
+        engine, job_id=spec.job_id, attempt_id=spec.attempt_id, find_tracker=lambda: find_run(spec_path)
+    )
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         result = fit(spec.config, spec.run_dir, [reporter, StepLog(), stop], resume=True)
@@ -72,10 +81,10 @@ def run_attempt(spec: AttemptSpec) -> int:
         traceback.print_exc()
         reporter.flush()  # keep the series up to the failure
         return EXIT_PERMANENT
-    if tracker is not None and not result.stopped_early:
+    if reporter.tracker is not None and not result.stopped_early:
         series = read_series(engine, spec.job_id, prefix="info/")
         try:
-            tracker.log_final_artifacts(spec.config, result.last_checkpoint, series)
+            reporter.tracker.log_final_artifacts(spec.config, result.last_checkpoint, series)
         except Exception:  # artifacts are secondary: the attempt's results are in SQL already
             log.exception("logging artifacts to MLflow failed")
     outcome = "stopped" if result.stopped_early else "finished"
@@ -88,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, required=True, help="AttemptSpec JSON written by the service")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_attempt(AttemptSpec.read(args.spec))
+    return run_attempt(AttemptSpec.read(args.spec), args.spec)
 
 
 if __name__ == "__main__":

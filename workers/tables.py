@@ -6,6 +6,9 @@ service maps them into its ORM (``service.models``) and reads them; only workers
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -57,3 +60,15 @@ attempt_progress = Table(
     Column("summary", JSON, nullable=True),  # TrainResult.summary when the attempt finished
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )
+
+
+def json_finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (at any depth) replaced by None: JSON has no spelling for them,
+    and PostgreSQL's json type rejects the ``NaN`` Python would write."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_finite(item) for item in value]
+    return value

@@ -11,13 +11,21 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from mmae.config import Method
 from service import scheduler
-from service.deps import RayDep, SessionDep, SettingsDep, TrackerDep, require_token
-from service.job_queries import JobFilters, get_job, latest_progress, list_jobs
+from service.deps import (
+    RayDep,
+    ReadsDep,
+    SessionDep,
+    SettingsDep,
+    TrackerDep,
+    WakeSchedulerDep,
+    require_token,
+)
+from service.job_queries import JobFilters, get_job, job_view, list_jobs
 from service.models import Job
 from service.ray_client import RayClient, RayUnavailable
 from service.routes.params import MAX_ID, IdempotencyKey, JobId, Limit, Offset
 from service.schemas import JobCreate, JobOut, JobPage, Label, LogsOut, SortKey
-from service.series import latest_values
+from service.settings import Settings
 from service.states import JobStatus
 from service.strict_json import StrictJsonRoute
 from service.submit import create_job
@@ -30,12 +38,18 @@ router = APIRouter(
 SearchText = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 
 
-def load_job_out(session: SessionDep, settings: SettingsDep, job_id: int) -> JobOut:
+def load_job_out(session: Session, settings: Settings, job_id: int) -> JobOut:
     """The full Job view: attempts, newest progress, and the collapse flag from the newest erank."""
-    job = get_job(session, job_id, with_attempts=True)
-    progress = latest_progress(session, [job.id]).get(job.id)
-    erank = latest_values(session, [job.id], ["info/erank"]).get(job.id, {}).get("info/erank")
-    return job_out(job, progress, erank, settings)
+    return job_out(*job_view(session, job_id), settings)
+
+
+def load_job_page(
+    session: Session, settings: Settings, filters: JobFilters, sort: str, limit: int, offset: int
+) -> JobPage:
+    """One page of job summaries and the total matching ``filters``."""
+    rows, total = list_jobs(session, filters, sort, limit, offset)
+    items = [job_summary(*row, settings) for row in rows]
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("", status_code=201)
@@ -44,18 +58,21 @@ def create(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    wake: WakeSchedulerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a job; replaying an ``Idempotency-Key`` returns the job it created (200)."""
     job, created = create_job(session, body, idempotency_key)
-    if not created:
+    if created:
+        wake()
+    else:
         response.status_code = 200
     return load_job_out(session, settings, job.id)
 
 
 @router.get("")
-def index(
-    session: SessionDep,
+async def index(
+    reads: ReadsDep,
     settings: SettingsDep,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     method: Method | None = None,
@@ -70,15 +87,7 @@ def index(
     filters = JobFilters(
         status=[str(s) for s in status or ()], method=method, sweep_id=sweep_id, tag=tag, q=q
     )
-    jobs, total = list_jobs(session, filters, sort, limit, offset)
-    ids = [job.id for job in jobs]
-    progress = latest_progress(session, ids)
-    eranks = latest_values(session, ids, ["info/erank"])
-    items = [
-        job_summary(job, progress.get(job.id), eranks.get(job.id, {}).get("info/erank"), settings)
-        for job in jobs
-    ]
-    return JobPage(items=items, total=total, limit=limit, offset=offset)
+    return await reads.run(load_job_page, settings, filters, sort, limit, offset)
 
 
 def change_job(session: Session, job_id: int, change: Callable[[Job], None], tries: int = 3) -> None:
@@ -95,8 +104,8 @@ def change_job(session: Session, job_id: int, change: Callable[[Job], None], tri
 
 
 @router.get("/{job_id}")
-def read(job_id: JobId, session: SessionDep, settings: SettingsDep) -> JobOut:
-    return load_job_out(session, settings, job_id)
+async def read(job_id: JobId, reads: ReadsDep, settings: SettingsDep) -> JobOut:
+    return await reads.run(load_job_out, settings, job_id)
 
 
 @router.post("/{job_id}/cancel", status_code=202)
@@ -110,9 +119,10 @@ def cancel(
 
 
 @router.post("/{job_id}/retry", status_code=202)
-def retry(job_id: JobId, session: SessionDep, settings: SettingsDep) -> JobOut:
+def retry(job_id: JobId, session: SessionDep, settings: SettingsDep, wake: WakeSchedulerDep) -> JobOut:
     """Re-queue a failed or cancelled job (409 otherwise); it resumes from its last checkpoint."""
     change_job(session, job_id, lambda job: scheduler.retry_job(session, job))
+    wake()
     return load_job_out(session, settings, job_id)
 
 

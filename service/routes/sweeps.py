@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from service import scheduler
-from service.deps import SessionDep, SettingsDep, require_token
+from service.deps import SessionDep, SettingsDep, WakeSchedulerDep, require_token
 from service.errors import validation_error
 from service.job_queries import get_job, get_sweep, latest_progress, status_counts
 from service.models import Job, Sweep
@@ -33,6 +33,7 @@ def create(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    wake: WakeSchedulerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepOut:
     """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
@@ -41,7 +42,9 @@ def create(
     except SweepSpecError as error:
         raise validation_error(("body", *error.loc), str(error)) from error
     sweep, created = create_sweep(session, body, cells, idempotency_key)
-    if not created:
+    if created:
+        wake()
+    else:
         response.status_code = 200
     return sweep_out(sweep, status_counts(session, [sweep.id])[sweep.id], settings)
 
@@ -73,7 +76,7 @@ def table(sweep_id: SweepId, session: SessionDep) -> SweepTable:
 
 
 @router.post("/{sweep_id}/retry-failed")
-def retry_failed(sweep_id: SweepId, session: SessionDep) -> RetriedOut:
+def retry_failed(sweep_id: SweepId, session: SessionDep, wake: WakeSchedulerDep) -> RetriedOut:
     """Re-queue only the failed and cancelled cells (each resumes from its last checkpoint)."""
     sweep = get_sweep(session, sweep_id)
     ids = session.scalars(
@@ -86,4 +89,6 @@ def retry_failed(sweep_id: SweepId, session: SessionDep) -> RetriedOut:
             retried.append(job_id)
         except (StaleDataError, InvalidTransition):  # retried meanwhile by another request
             session.rollback()
+    if retried:
+        wake()
     return RetriedOut(retried=retried)

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.auth import TokenCache
-from service.db import make_engine, make_session_factory
+from service.db import Reads, make_engine, make_session_factory
 
 GOOD = {"config": {"steps": 10}}
 
@@ -139,6 +139,7 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 def test_a_database_outage_is_a_503_and_health_says_so(client: TestClient) -> None:
     unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
     client.app.state.session_factory = make_session_factory(unreachable)
+    client.app.state.reads = Reads(unreachable, threads=1)
     client.app.state.token_cache = TokenCache()
     try:
         response = client.get("/api/jobs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from service.db import make_engine
 from service.migrations import alembic_config, upgrade_to_head
@@ -67,3 +68,25 @@ def test_downgrade_to_base_and_back(empty_database: str) -> None:
 def test_one_linear_history() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert len(script.get_heads()) == 1
+
+
+def test_jobs_that_existed_before_0002_keep_their_run_directory(empty_database: str) -> None:
+    engine = make_engine(empty_database)
+    config = alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, name, status, method, config, config_hash, priority, max_retries,"
+                    " retries_used, num_cpus, num_gpus, tags, created_at, queued_at) VALUES (41, 'old',"
+                    " 'failed', 'mmae', '{}', 'h', 0, 2, 0, 1, 0, '[]', :now, :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT run_dir_name FROM jobs WHERE id = 41")) == "job-41"
+    finally:
+        engine.dispose()

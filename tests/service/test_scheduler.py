@@ -3,17 +3,24 @@ and a real database. Jobs started here are cancelled as soon as their admission 
 
 from __future__ import annotations
 
+import asyncio
+import math
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import update
 from sqlalchemy.orm.exc import StaleDataError
 
-from service.models import Attempt, Job, Sweep
-from service.scheduler import admit_queued, reconcile, request_cancel, retry_job
+from service import ray_head
+from service.models import Attempt, AttemptProgress, Job, Sweep
+from service.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
 from service.states import InvalidTransition, JobStatus
+from workers.spec import AttemptSpec
 
 if TYPE_CHECKING:
     from conftest import ControlPlane
@@ -65,6 +72,7 @@ def test_a_waiting_big_job_reserves_room_and_sweeps_respect_max_concurrency(plan
         sweep_id = sweep.id
     cells = [plane.add_job(sweep_id=sweep_id, config_hash=f"cell{i}", priority=9) for i in range(2)]
     assert admit(plane) == [cells[0]]  # one CPU held, the second cell waits for its sweep
+    plane.wait_for(cells[0], lambda job: job.mlflow_run_id is not None)  # opened once the cell runs
     with plane.factory() as session:
         parent = session.get(Sweep, sweep_id).mlflow_parent_run_id
     child = MlflowClient(plane.settings.resolved_mlflow_uri).get_run(plane.job(cells[0]).mlflow_run_id)
@@ -155,3 +163,71 @@ def test_an_attempt_ray_forgot_is_retried_or_ends_the_cancel(
     assert job.status == outcome and job.attempts[0].status in ("failed", "stopped")
     if outcome == JobStatus.QUEUED:
         assert job.retries_used == 1 and "has no record of" in job.attempts[0].error
+
+
+def test_the_mlflow_run_is_opened_once_running_named_in_the_spec_and_never_doubled(
+    plane: ControlPlane,
+) -> None:
+    job_id = plane.add_job()
+    assert admit(plane) == [job_id]
+    assert plane.job(job_id).mlflow_run_id is None  # not on the path from submission to running
+    job = plane.wait_for(job_id, lambda job: job.status == JobStatus.RUNNING and job.mlflow_run_id)
+    spec_path = plane.settings.runs_dir / job.run_dir_name / "attempts" / f"{job.attempts[0].id}.json"
+    assert AttemptSpec.read(spec_path).mlflow_run_id == job.mlflow_run_id
+    with plane.factory() as session:  # as if the API died after creating the run, before recording it
+        session.execute(update(Job).where(Job.id == job_id).values(mlflow_run_id=None))
+        session.commit()
+    again = plane.wait_for(job_id, lambda job: job.mlflow_run_id is not None)
+    assert again.mlflow_run_id == job.mlflow_run_id, "found again by its run-directory tag"
+    mlflow = MlflowClient(plane.settings.resolved_mlflow_uri)
+    experiment = mlflow.get_experiment_by_name(plane.settings.mlflow_experiment).experiment_id
+    assert len(mlflow.search_runs([experiment], filter_string=f"tags.`mmae.job_id` = '{job_id}'")) == 1
+
+
+def test_a_woken_loop_admits_at_once_and_polls_the_starting_attempt_until_it_runs(plane: ControlPlane) -> None:
+    settings = plane.settings.model_copy(update={"scheduler_interval_s": 600, "reconcile_interval_s": 600})
+    loop = SchedulerLoop(settings, plane.factory, plane.ray, plane.tracker)
+    events = asyncio.new_event_loop()
+    thread = threading.Thread(target=events.run_until_complete, args=(loop.run(),))
+    thread.start()
+    try:
+        time.sleep(1.0)  # the first passes ran; the next are due in 10 minutes
+        job_id = plane.add_job()
+        loop.wake()
+        deadline = time.monotonic() + 60
+        while plane.job(job_id).status != JobStatus.RUNNING:
+            assert time.monotonic() < deadline, plane.job(job_id).status
+            time.sleep(0.05)
+    finally:
+        events.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "stop() ends the loop after the step in progress"
+
+
+def test_a_finished_summary_with_nan_is_recorded_with_nulls(plane: ControlPlane) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    job_id = plane.add_job()
+    with plane.factory() as session:  # an attempt whose worker wrote NaN (SQLite stores it as text)
+        job = session.get(Job, job_id)
+        attempt = Attempt(job=job, number=1, status="running", started_at=datetime.now(UTC))
+        session.add(attempt)
+        session.flush()
+        attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-nan"
+        job.status = JobStatus.RUNNING
+        session.add(AttemptProgress(attempt_id=attempt.id, job_id=job_id, step=20, total_steps=20, phase="done",
+                                    summary={"train/loss": math.nan, "eval/linear_top1": 0.5},
+                                    heartbeat_at=datetime.now(UTC)))
+        session.commit()
+        submission_id = attempt.ray_submission_id
+    ray_jobs = JobSubmissionClient(plane.ray.address, headers=ray_head.auth_headers())
+    ray_jobs.submit_job(entrypoint="true", submission_id=submission_id)
+    deadline = time.monotonic() + 60
+    while plane.ray.status(submission_id).status != "SUCCEEDED":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with plane.factory() as session:
+        reconcile(session, plane.ray, plane.settings, plane.tracker)
+    job = plane.job(job_id)
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.summary == {"train/loss": None, "eval/linear_top1": 0.5}

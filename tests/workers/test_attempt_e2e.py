@@ -114,7 +114,9 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_without_gaps_or_duplicat
     job_id = plane.add_job(with_steps(60, 10), max_retries=2)
     first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
     plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
-    spec = plane.settings.runs_dir / f"job-{job_id}" / "attempts" / f"{first.id}.json"
+    run_dir = plane.settings.runs_dir / plane.job(job_id).run_dir_name
+    assert run_dir.name.startswith(f"job-{job_id}-")  # unique to the job: a reused id starts afresh
+    spec = run_dir / "attempts" / f"{first.id}.json"
     os.kill(wait_until(lambda: worker_pid(spec)), signal.SIGKILL)
 
     job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)

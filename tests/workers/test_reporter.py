@@ -62,13 +62,13 @@ def mlflow_steps(uri: str, run_id: str, name: str) -> list[int]:
 def test_resumed_attempt_overwrites_sql_and_never_resends_to_mlflow(
     engine: Engine, mlflow_uri: str, run_id: str
 ) -> None:
-    first = Reporter(engine, job_id=JOB, attempt_id=1, tracker=RunTracker(mlflow_uri, run_id))
+    first = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     first.on_train_start(info(0))
     emit(first, range(1, 13), scale=1.0)
     first.on_checkpoint(10, Path("last.pt"))
     first.flush()  # then the worker dies: steps 11 and 12 were reported past the checkpoint
 
-    second = Reporter(engine, job_id=JOB, attempt_id=2, tracker=RunTracker(mlflow_uri, run_id))
+    second = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     second.on_train_start(info(10))
     emit(second, range(11, 21), scale=10.0)
     second.on_train_end(TrainResult(20, False, {"train/loss": 200.0}, None))
@@ -92,15 +92,15 @@ def test_resumed_attempt_overwrites_sql_and_never_resends_to_mlflow(
 def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
     engine: Engine, mlflow_uri: str, run_id: str
 ) -> None:
-    first = Reporter(engine, job_id=JOB, attempt_id=1, tracker=RunTracker(mlflow_uri, run_id))
+    first = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     first.on_train_start(info(0))
     emit(first, range(1, 5), scale=1.0)
     first.flush()
-    first.tracker = None  # the worker dies between its SQL commit and its MLflow send of steps 5..8
+    first.tracker = first.find_tracker = None  # the worker dies between its SQL commit and its MLflow send
     emit(first, range(5, 9), scale=1.0)
     first.flush()
 
-    second = Reporter(engine, job_id=JOB, attempt_id=2, tracker=RunTracker(mlflow_uri, run_id))
+    second = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     second.on_train_start(info(5))
     emit(second, range(6, 11), scale=1.0)
     second.flush()
@@ -108,6 +108,37 @@ def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
     assert [step for step, _, _ in sql_points(engine, "train/loss")] == list(range(1, 11))
     assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 11))
     assert mlflow_steps(mlflow_uri, run_id, "info/erank") == [5, 10]
+
+
+def test_a_run_the_service_creates_late_gets_every_point_once(
+    engine: Engine, mlflow_uri: str, run_id: str
+) -> None:
+    known: list[RunTracker] = []  # the spec names no run until the service has created it
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: known[0] if known else None)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 6), scale=1.0)
+    reporter.flush()
+    assert reporter.tracker is None
+    known.append(RunTracker(mlflow_uri, run_id))
+    emit(reporter, range(6, 11), scale=1.0)
+    reporter.flush()  # finds the run: backfills steps 1..5 from SQL, with 6..10
+    emit(reporter, range(11, 13), scale=1.0)
+    reporter.on_train_end(TrainResult(12, False, {"train/loss": 12.0}, None))
+
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 13))
+    assert mlflow_steps(mlflow_uri, run_id, "info/erank") == [5, 10]
+    assert MlflowClient(mlflow_uri).get_run(run_id).data.tags["mu_convention"] == "paper"
+
+
+def test_non_finite_numbers_in_progress_json_are_stored_as_null(engine: Engine) -> None:
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1)
+    reporter.on_train_start(info(0))
+    summary = {"eval/linear_top1": 0.5, "train/loss": float("nan"), "info/erank": float("inf")}
+    reporter.on_train_end(TrainResult(20, False, summary, None))
+    with engine.connect() as connection:
+        progress = connection.execute(select(attempt_progress)).one()
+    assert progress.summary == {"eval/linear_top1": 0.5, "train/loss": None, "info/erank": None}
+    assert progress.run_info["feature_dim"] == 16
 
 
 def test_points_are_batched_until_a_threshold_or_interval(engine: Engine) -> None:
