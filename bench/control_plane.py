@@ -43,6 +43,8 @@ from mmae.config import TrainConfig, config_hash
 from service import ray_head
 from service.auth import ADMIN_TOKEN_FILE
 from service.models import AttemptProgress, Job, MetricPoint
+from service.run_params import key_params
+from service.settings import Settings
 from workers.reporter import Reporter, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,14 +193,16 @@ def seed_jobs(database_url: str, count: int) -> int:
     """Insert ``count`` finished jobs (progress, erank points); returns one with 20 x 1000 points."""
     config = TrainConfig.model_validate({"steps": 300})
     digest, dumped = config_hash(config), config.model_dump(mode="json")
+    params = {method: key_params(method, dumped, None) for method in ("mmae", "mae", "simclr", "byol")}
     rng, now = random.Random(0), datetime.now(UTC)
     methods = ("mmae", "mae", "simclr", "byol")
     jobs = [
         {
             "name": f"seed-{i}",
             "status": rng.choice(TERMINAL),
-            "method": rng.choice(methods),
+            "method": (method := rng.choice(methods)),
             "config": dumped,
+            "params": params[method],
             "config_hash": digest,
             "priority": rng.randint(0, 5),
             "max_retries": 2,
@@ -208,7 +212,8 @@ def seed_jobs(database_url: str, count: int) -> int:
             "tags": [rng.choice(["a", "b", "c"])],
             "created_at": now - timedelta(seconds=count - i),
             "queued_at": now,
-            "summary": {"eval/linear_top1": rng.random()},
+            "summary": {"eval/linear_top1": (linear := rng.random())},
+            "linear_top1": linear,
         }
         for i in range(count)
     ]
@@ -383,8 +388,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each read-latency run")
     parser.add_argument("--points", type=int, default=200_000, help="metric points for the ingest test")
-    parser.add_argument("--scheduler-interval", type=float, default=0.05)
-    parser.add_argument("--reconcile-interval", type=float, default=0.1)
+    defaults = Settings.model_fields  # the shipped intervals: a new job wakes the loop, it is not polled for
+    parser.add_argument("--scheduler-interval", type=float, default=defaults["scheduler_interval_s"].default)
+    parser.add_argument("--reconcile-interval", type=float, default=defaults["reconcile_interval_s"].default)
     args = parser.parse_args()
     intervals = (args.scheduler_interval, args.reconcile_interval)
 

@@ -6,6 +6,7 @@ makes a sweep cell's identity, so resubmitting a sweep is idempotent.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -14,6 +15,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from service.states import AttemptStatus, JobStatus
 from workers.tables import attempt_progress, metadata, metric_points
+
+HEADLINE_METRIC = "eval/linear_top1"  # the offline linear probe's top-1 accuracy: a job's headline result
 
 
 def utcnow() -> datetime:
@@ -63,6 +66,7 @@ class Job(Base):
     config_hash: Mapped[str] = mapped_column(String(32), index=True)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"), nullable=True, index=True)
     cell_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # sweep cell's overrides
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # run_params.key_params, at creation
     priority: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=2)
     retries_used: Mapped[int] = mapped_column(Integer, default=0)
@@ -71,6 +75,9 @@ class Job(Base):
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # final metrics
+    # The summary's headline metric (HEADLINE_METRIC) as a column: the job list sorts by it without
+    # parsing every row's JSON. Set only through ``record_summary``.
+    linear_top1: Mapped[float | None] = mapped_column(Float, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Name of the run directory under settings.runs_dir, chosen at the first start (job-<id>-<random>).
     run_dir_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -88,6 +95,12 @@ class Job(Base):
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="jobs")
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", order_by="Attempt.number")
+
+    def record_summary(self, summary: dict[str, Any] | None) -> None:
+        """Store the final metrics (finite numbers, or None to clear them) and their headline column."""
+        self.summary = summary
+        value = (summary or {}).get(HEADLINE_METRIC)
+        self.linear_top1 = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 class Attempt(Base):

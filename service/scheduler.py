@@ -167,7 +167,7 @@ def _reconcile_attempt(
         _still_live(session, job, attempt, state, ray, settings, tracker)
     elif state is not None and state.status == "SUCCEEDED" and finished:
         attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
-        job.summary = json_finite(progress.summary)
+        job.record_summary(json_finite(progress.summary))
         finish(session, job, JobStatus.SUCCEEDED, tracker)
     elif job.status == JobStatus.CANCELLING:
         attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
@@ -263,7 +263,8 @@ def retry_job(session: Session, job: Job) -> None:
 def _requeue(session: Session, job: Job) -> None:
     check_transition(JobStatus(job.status), JobStatus.QUEUED, user_retry=True)
     job.status = JobStatus.QUEUED
-    job.retries_used, job.error, job.summary = 0, None, None
+    job.retries_used, job.error = 0, None
+    job.record_summary(None)
     job.finished_at, job.cancel_requested_at, job.queued_at = None, None, utcnow()
     session.commit()
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig, config_hash
 from service.models import Job, Sweep
+from service.run_params import key_params
 from service.schemas import JobCreate, Resources, SweepCreate
 from service.sweeps import Cell
 
@@ -62,6 +63,7 @@ def create_sweep(
             request.tags,
         )
         job.cell_params = cell.params
+        job.params = key_params(job.method, job.config, cell.params)
         sweep.jobs.append(job)
     session.add(sweep)
     return _commit_or_replay(session, sweep, lambda: _by_key(session, Sweep, idempotency_key))
@@ -75,11 +77,12 @@ def _new_job(
     resources: Resources,
     tags: list[str],
 ) -> Job:
-    digest = config_hash(config)
+    digest, dumped = config_hash(config), config.model_dump(mode="json")
     return Job(
         name=name or f"{config.method}-{config.data.dataset}-{digest[:6]}",
         method=config.method,
-        config=config.model_dump(mode="json"),
+        config=dumped,
+        params=key_params(config.method, dumped, None),
         config_hash=digest,
         priority=priority,
         max_retries=max_retries,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sqlalchemy import Row
+
 from service.downsample import json_safe, min_max_downsample
+from service.job_queries import ProgressRow
 from service.models import AttemptProgress, Job, Sweep
 from service.schemas import (
     AttemptOut,
@@ -25,33 +28,6 @@ from service.states import JobStatus
 
 # Shown in the sweep table for cells still running (finished cells show their summary).
 LIVE_METRICS: tuple[str, ...] = ("train/loss", "info/erank", "probe/online_top1")
-COMMON_PARAMS: tuple[str, ...] = ("data.dataset", "model.arch", "steps")
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "mae": ("model.mask_ratio",),
-    "umae": ("model.mask_ratio", "loss.uniformity_gamma"),
-    "mmae": ("model.mask_ratio", "loss.mu", "loss.tcr_lambda", "loss.mu_convention"),
-    "simclr": ("loss.temperature",),
-    "spectral": ("loss.spectral_lambda",),
-    "barlow_twins": ("loss.barlow_lambda",),
-    "byol": ("loss.byol_momentum",),
-}
-
-
-def dotted(config: dict[str, Any], path: str) -> Any:
-    node: Any = config
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def key_params(job: Job) -> dict[str, Any]:
-    """The knobs that tell runs apart at a glance: the method's own, then the sweep cell's."""
-    paths = (*METHOD_PARAMS.get(job.method, ()), *COMMON_PARAMS)
-    return {path: dotted(job.config, path) for path in paths} | (job.cell_params or {})
-
-
 def finite(values: dict[str, Any] | None) -> dict[str, float | None]:
     """Numbers only, NaN/inf as None (JSON cannot carry them)."""
     clean: dict[str, float | None] = {}
@@ -67,15 +43,15 @@ def mlflow_url(settings: Settings, run_id: str | None) -> str | None:
     return f"{settings.mlflow_ui_url.rstrip('/')}/#/runs/{run_id}"
 
 
-def progress_of(job: Job, row: AttemptProgress | None) -> Progress:
+def progress_of(job: Job | Row, row: AttemptProgress | ProgressRow | None) -> Progress:
     if row is None:
         phase = "done" if job.status == JobStatus.SUCCEEDED else str(job.status)
-        return Progress(step=0, total_steps=int(job.config.get("steps", 0)), phase=phase)
+        return Progress(step=0, total_steps=int((job.params or {}).get("steps") or 0), phase=phase)
     return Progress(step=row.step, total_steps=row.total_steps, phase=row.phase)
 
 
 def job_summary(
-    job: Job, progress: AttemptProgress | None, erank: float | None, settings: Settings
+    job: Job | Row, progress: AttemptProgress | ProgressRow | None, erank: float | None, settings: Settings
 ) -> JobSummary:
     return JobSummary(
         **_summary_fields(job, progress, settings),
@@ -92,7 +68,7 @@ def job_out(job: Job, progress: AttemptProgress | None, erank: float | None, set
     )
 
 
-def collapse_of(progress: AttemptProgress | None, erank: float | None, fraction: float) -> Collapse:
+def collapse_of(progress: AttemptProgress | ProgressRow | None, erank: float | None, fraction: float) -> Collapse:
     feature_dim = (progress.run_info or {}).get("feature_dim") if progress is not None else None
     if erank is None or not math.isfinite(erank) or not feature_dim:
         return Collapse(erank=None, feature_dim=feature_dim, fraction=fraction)
@@ -106,7 +82,9 @@ def collapse_of(progress: AttemptProgress | None, erank: float | None, fraction:
     )
 
 
-def _summary_fields(job: Job, progress: AttemptProgress | None, settings: Settings) -> dict[str, Any]:
+def _summary_fields(
+    job: Job | Row, progress: AttemptProgress | ProgressRow | None, settings: Settings
+) -> dict[str, Any]:
     summary = job.summary or (progress.summary if progress is not None else None)
     return {
         "id": job.id,
@@ -121,7 +99,7 @@ def _summary_fields(job: Job, progress: AttemptProgress | None, settings: Settin
         "tags": job.tags or [],
         "sweep_id": job.sweep_id,
         "cell_params": job.cell_params,
-        "params": key_params(job),
+        "params": job.params or {},
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,

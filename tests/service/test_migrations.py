@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_one_linear_history() -> None:
     assert len(script.get_heads()) == 1
 
 
-def test_jobs_that_existed_before_0002_keep_their_run_directory(empty_database: str) -> None:
+def test_jobs_from_before_0002_keep_their_run_dir_and_get_headline_and_params(empty_database: str) -> None:
     engine = make_engine(empty_database)
     config = alembic_config()
     try:
@@ -80,13 +81,17 @@ def test_jobs_that_existed_before_0002_keep_their_run_directory(empty_database: 
             connection.execute(
                 text(
                     "INSERT INTO jobs (id, name, status, method, config, config_hash, priority, max_retries,"
-                    " retries_used, num_cpus, num_gpus, tags, created_at, queued_at) VALUES (41, 'old',"
-                    " 'failed', 'mmae', '{}', 'h', 0, 2, 0, 1, 0, '[]', :now, :now)"
+                    " retries_used, num_cpus, num_gpus, tags, summary, created_at, queued_at) VALUES (41, 'old',"
+                    " 'succeeded', 'mmae', :config, 'h', 0, 2, 0, 1, 0, '[]', :summary, :now, :now)"
                 ),
-                {"now": datetime.now(UTC)},
+                {"now": datetime.now(UTC), "config": '{"loss": {"mu": 3.0}, "steps": 30}',
+                 "summary": '{"eval/linear_top1": 0.75}'},
             )
         upgrade_to_head(engine)
         with engine.connect() as connection:
-            assert connection.scalar(text("SELECT run_dir_name FROM jobs WHERE id = 41")) == "job-41"
+            row = connection.execute(text("SELECT run_dir_name, linear_top1, params FROM jobs WHERE id = 41")).one()
+        assert (row.run_dir_name, row.linear_top1) == ("job-41", 0.75)
+        params = row.params if isinstance(row.params, dict) else json.loads(row.params)  # SQLite: text
+        assert params["loss.mu"] == 3.0 and params["steps"] == 30 and params["data.dataset"] is None
     finally:
         engine.dispose()
