@@ -75,18 +75,6 @@ def scratch_database() -> Iterator[str]:
 
 
 @contextmanager
-def local_ray(folder: Path) -> Iterator[str]:
-    """A Ray head of our own (4 logical CPUs) with its own auth token file."""
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(folder / "ray_auth_token")
-    address = f"http://127.0.0.1:{free_port()}"
-    ray_head.start_head(address, num_cpus=4, num_gpus=0)
-    try:
-        yield address
-    finally:
-        ray_head.stop_head(address)
-
-
-@contextmanager
 def api_process(
     database_url: str, ray_address: str, data_dir: Path, intervals: tuple[float, float]
 ) -> Iterator[tuple[httpx.Client, int]]:
@@ -397,7 +385,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="mmae-bench-") as scratch,
         scratch_database() as url,
-        local_ray(Path(scratch)) as ray_address,
+        ray_head.temporary_head(Path(scratch) / "ray_auth_token", num_cpus=4, num_gpus=0) as ray_address,
         api_process(url, ray_address, Path(scratch) / "data", intervals) as (client, pid),
     ):
         ours, raw = submit_latency(client, ray_address, Path(scratch) / "data", args.rounds)

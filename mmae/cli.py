@@ -164,8 +164,8 @@ def _print_metrics(metrics: dict[str, float]) -> None:
         print(f"{name:<{width}}  {metrics[name]:.6g}")
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn ``CliError`` into one line on stderr and exit status 2."""
+def guard_cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command handler: a ``CliError`` becomes one line on stderr and exit status 2."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -184,10 +184,10 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a dotted config field, e.g. --set loss.mu=3 (repeatable)")
     train.add_argument("--run-dir", type=Path, help="checkpoints + metrics.jsonl go here; resumes if present")
-    train.set_defaults(handler=_guarded(train_command))
+    train.set_defaults(handler=guard_cli_errors(train_command))
     evaluate = subparsers.add_parser("eval", help="evaluate the last checkpoint of a run directory")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.set_defaults(handler=_guarded(eval_command))
+    evaluate.set_defaults(handler=guard_cli_errors(eval_command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

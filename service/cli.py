@@ -15,12 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mmae.cli import CliError, add_train_commands, load_config
+from mmae.cli import EXIT_USAGE, CliError, add_train_commands, guard_cli_errors, load_config
 from service.client import ApiClient, ApiError
 from service.examples import ExampleError, sweep_body
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 TERMINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 1.0
 
@@ -33,14 +32,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the CLI's own and the API's errors into one line on stderr and an exit status."""
+    """Turn the API's errors (and, through ``guard_cli_errors``, the CLI's own) into one line on stderr and an
+    exit status."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except CliError as error:
-            print(f"mmae: error: {error}", file=sys.stderr)
-            return EXIT_USAGE
         except ApiError as error:
             print(f"mmae: error: {error}", file=sys.stderr)
             return error.exit_code
@@ -51,7 +48,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             )
             return 130
 
-    return run
+    return guard_cli_errors(run)
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -137,6 +140,27 @@ def stop_head(address: str, timeout_s: float = 60.0) -> bool:
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
     return True
+
+
+@contextmanager
+def temporary_head(
+    token_path: Path, *, num_cpus: float | None = None, num_gpus: float | None = None
+) -> Iterator[str]:
+    """A head of its own (for a test session or a benchmark) on a free dashboard port, with its auth token at
+    ``token_path``; yields its address, then stops it, removes its temp dir and restores ``RAY_AUTH_TOKEN_PATH``."""
+    previous = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    address = f"http://127.0.0.1:{_free_port()}"
+    start_head(address, num_cpus=num_cpus, num_gpus=num_gpus)
+    try:
+        yield address
+    finally:
+        stop_head(address)
+        shutil.rmtree(head_dir(address), ignore_errors=True)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        else:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = previous
 
 
 def _alive(pid: int) -> bool:

@@ -10,8 +10,6 @@ started on first use with its own auth token file and stopped when the session e
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,24 +54,10 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Dashboard address of a local Ray head (4 logical CPUs, no GPU) shared by the whole session."""
-    from service import ray_head
+    from service.ray_head import temporary_head
 
-    token_path: Path = tmp_path_factory.mktemp("ray") / "auth_token"
-    previous = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    ray_head.start_head(address, num_cpus=4, num_gpus=0)
-    try:
+    with temporary_head(tmp_path_factory.mktemp("ray") / "auth_token", num_cpus=4, num_gpus=0) as address:
         yield address
-    finally:
-        ray_head.stop_head(address)
-        shutil.rmtree(ray_head.head_dir(address), ignore_errors=True)
-        if previous is None:
-            os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-        else:
-            os.environ["RAY_AUTH_TOKEN_PATH"] = previous
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
