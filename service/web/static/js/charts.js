@@ -153,6 +153,19 @@ export class Chart {
   }
 }
 
+/**
+ * A chart in a captioned card, for a grid of charts.
+ * @param {string} caption  the card's caption
+ * @param {object} boxAttributes  attributes of the chart's container (data-chart, data-metric...)
+ * @param {object} options  the Chart's options
+ * @returns {{card: HTMLElement, chart: Chart}}  the card to place, and its chart
+ */
+export function chartCard(caption, boxAttributes, options) {
+  const box = h("div", { class: "chart-box", ...boxAttributes });
+  const card = h("figure", { class: "card chart-card" }, h("figcaption", {}, caption), box);
+  return { card, chart: new Chart(box, options) };
+}
+
 /** uPlot wants one shared ascending x array; series with their own steps are joined (gaps = undefined). */
 function alignSeries(series) {
   if (series.length === 0) return [[]];

@@ -79,6 +79,22 @@ export function pageHeader(title, ...actions) {
   );
 }
 
+/** Tags as small labels, or null when there are none. */
+export function tagList(tags) {
+  if (!tags?.length) return null;
+  return h("span", { class: "tags" }, tags.map((t) => h("span", { class: "tag" }, t)));
+}
+
+/** A page section under an <h2> heading (id `headingId`) that labels it. */
+export function pageSection(headingId, title, ...children) {
+  return h(
+    "section",
+    { class: "section", "aria-labelledby": headingId },
+    h("h2", { id: headingId }, title),
+    ...children,
+  );
+}
+
 /** A <dl> of [label, value] pairs; values may be nodes. */
 export function definitionList(pairs, className = "facts") {
   return h(

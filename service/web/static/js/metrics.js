@@ -79,18 +79,6 @@ export const HEADLINE_METRICS = [
   "probe/online_top1",
 ];
 
-/** Columns of a sweep's cell table, when the cells have them. */
-export const SWEEP_TABLE_METRICS = [
-  "eval/linear_top1",
-  "eval/knn_top1",
-  "probe/online_top1",
-  "info/mi_corr_a1",
-  "info/joint_entropy_corr_a1",
-  "info/erank",
-  "info/tcr",
-  "train/loss",
-];
-
 /** Final metrics a sweep plots against its swept parameter (Table 2: linear probe; Fig. 3: MI). */
 export const SWEEP_FINAL_METRICS = [
   "eval/linear_top1",
@@ -100,6 +88,9 @@ export const SWEEP_FINAL_METRICS = [
   "info/joint_entropy_corr_a1",
   "info/erank",
 ];
+
+/** Columns of a sweep's cell table, when the cells have them: the plotted final metrics, then TCR and loss. */
+export const SWEEP_TABLE_METRICS = [...SWEEP_FINAL_METRICS, "info/tcr", "train/loss"];
 
 export function metricLabel(name) {
   return LABELS[name] ?? name;

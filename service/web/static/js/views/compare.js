@@ -2,7 +2,7 @@
 // one colour per run, with their final numbers side by side.
 
 import { api, errorMessage, isAbort } from "../api.js";
-import { Chart, seriesColor } from "../charts.js";
+import { chartCard, seriesColor } from "../charts.js";
 import { collapseFlag, errorBox, isActive, pageHeader, scrollTable, statusBadge } from "../components.js";
 import { h, replace, uid } from "../dom.js";
 import { MISSING, formatNumber, formatParams, formatPercent } from "../format.js";
@@ -125,16 +125,14 @@ export async function render(ctx) {
 
   function chartFor(metric) {
     if (!charts.has(metric)) {
-      const box = h("div", { class: "chart-box", "data-chart": `compare-${metric}`, "data-metric": metric });
-      grid.append(
-        h(
-          "figure",
-          { class: "card chart-card", "data-panel": metric },
-          h("figcaption", {}, metricLabel(metric)),
-          box,
-        ),
+      const { card, chart } = chartCard(
+        metricLabel(metric),
+        { "data-chart": `compare-${metric}`, "data-metric": metric },
+        { title: metricLabel(metric), percent: isAccuracy(metric) },
       );
-      charts.set(metric, new Chart(box, { title: metricLabel(metric), percent: isAccuracy(metric) }));
+      card.dataset.panel = metric;
+      grid.append(card);
+      charts.set(metric, chart);
     }
     return charts.get(metric);
   }

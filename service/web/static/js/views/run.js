@@ -3,7 +3,7 @@
 // status, progress, collapse alarm, cancel / retry, MLflow link, final metrics, config, attempts, logs.
 
 import { api, errorMessage, isAbort } from "../api.js";
-import { Chart, seriesColor } from "../charts.js";
+import { chartCard, seriesColor } from "../charts.js";
 import {
   TERMINAL,
   collapseFlag,
@@ -12,9 +12,11 @@ import {
   errorBox,
   isActive,
   pageHeader,
+  pageSection,
   progressBar,
   scrollTable,
   statusBadge,
+  tagList,
 } from "../components.js";
 import { announce, append, h, replace } from "../dom.js";
 import { MISSING, formatDuration, formatMetric, formatNumber, formatTime } from "../format.js";
@@ -47,36 +49,11 @@ export async function render(ctx) {
       header,
       alerts,
       facts,
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "charts-h" },
-        h("h2", { id: "charts-h" }, "Curves"),
-        charts.root,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "final-h" },
-        h("h2", { id: "final-h" }, "Final metrics"),
-        finals,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "config-h" },
-        h("h2", { id: "config-h" }, "Config"),
-        config,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "attempts-h" },
-        h("h2", { id: "attempts-h" }, "Attempts"),
-        attempts,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "logs-h" },
-        h("h2", { id: "logs-h" }, "Logs"),
-        logs.root,
-      ),
+      pageSection("charts-h", "Curves", charts.root),
+      pageSection("final-h", "Final metrics", finals),
+      pageSection("config-h", "Config", config),
+      pageSection("attempts-h", "Attempts", attempts),
+      pageSection("logs-h", "Logs", logs.root),
     ]),
   );
   ctx.onCleanup(() => charts.destroy());
@@ -249,16 +226,7 @@ function runFacts(job) {
       ? ["Effective rank", `${formatNumber(job.collapse.erank)} of ${job.collapse.feature_dim ?? MISSING}`]
       : null,
     ["Config hash", h("code", {}, job.config_hash ?? MISSING)],
-    (job.tags ?? []).length
-      ? [
-          "Tags",
-          h(
-            "span",
-            { class: "tags" },
-            job.tags.map((t) => h("span", { class: "tag" }, t)),
-          ),
-        ]
-      : null,
+    (job.tags ?? []).length ? ["Tags", tagList(job.tags)] : null,
   ]);
 }
 
@@ -417,21 +385,22 @@ class ChartGrid {
   }
 
   chartFor(panel, present) {
-    let chart = this.charts.get(panel.id);
-    if (!chart) {
+    if (!this.charts.has(panel.id)) {
       this.root.querySelector(":scope > p")?.remove();
-      const box = h("div", { class: "chart-box", "data-chart": panel.id, "data-metrics": present.join(",") });
-      const figure = h("figure", { class: "card chart-card" }, h("figcaption", {}, panel.title), box);
+      const { card, chart } = chartCard(
+        panel.title,
+        { "data-chart": panel.id, "data-metrics": present.join(",") },
+        { title: panel.title, percent: panel.metrics.every(isAccuracy) },
+      );
       const index = PANELS.findIndex((p) => p.id === panel.id);
       const after = [...this.root.children].find(
         (el) => PANELS.findIndex((p) => p.id === el.dataset.panel) > index,
       );
-      figure.dataset.panel = panel.id;
-      this.root.insertBefore(figure, after ?? null);
-      chart = new Chart(box, { title: panel.title, percent: panel.metrics.every(isAccuracy) });
+      card.dataset.panel = panel.id;
+      this.root.insertBefore(card, after ?? null);
       this.charts.set(panel.id, chart);
     }
-    return chart;
+    return this.charts.get(panel.id);
   }
 
   destroy() {

@@ -12,6 +12,7 @@ import {
   progressBar,
   scrollTable,
   statusBadge,
+  tagList,
 } from "../components.js";
 import { announce, h, replace, replaceKeepingFocus } from "../dom.js";
 import { MISSING, formatNumber, formatPercent, formatTime, paramTexts } from "../format.js";
@@ -292,13 +293,7 @@ function runRow(job, selected, onSelect) {
   const erank = job.collapse?.erank ?? job.summary?.["info/erank"];
   const link = (key, text) =>
     h("a", { href: hashFor(`/runs/${job.id}`), "data-key": `${key}-${job.id}` }, text);
-  const tags = (job.tags ?? []).length
-    ? h(
-        "span",
-        { class: "tags" },
-        job.tags.map((t) => h("span", { class: "tag" }, t)),
-      )
-    : null;
+  const tags = tagList(job.tags);
   const cells = {
     name: [
       h("span", { class: "run-id" }, `#${job.id}`),

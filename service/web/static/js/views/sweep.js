@@ -3,15 +3,17 @@
 // overlaid curves of every cell for a chosen metric, and "retry failed cells".
 
 import { api, errorMessage, isAbort } from "../api.js";
-import { Chart, seriesColor } from "../charts.js";
+import { Chart, chartCard, seriesColor } from "../charts.js";
 import {
   definitionList,
   errorBox,
   isActive,
   pageHeader,
+  pageSection,
   progressBar,
   scrollTable,
   statusBadge,
+  tagList,
 } from "../components.js";
 import { announce, h, replace, replaceKeepingFocus, uid } from "../dom.js";
 import { MISSING, formatMetric, formatNumber, formatTime } from "../format.js";
@@ -79,23 +81,11 @@ export async function render(ctx) {
       pageHeader(`Sweep #${id} · ${sweep.name}`, ...actions),
       message,
       facts,
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "param-h" },
-        h("h2", { id: "param-h" }, "Swept parameter vs final metrics"),
-        paramControls,
-        paramGrid,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "cells-h" },
-        h("h2", { id: "cells-h" }, "Cells"),
-        cells,
-      ),
-      h(
-        "section",
-        { class: "section", "aria-labelledby": "curves-h" },
-        h("h2", { id: "curves-h" }, "Curves of all cells"),
+      pageSection("param-h", "Swept parameter vs final metrics", paramControls, paramGrid),
+      pageSection("cells-h", "Cells", cells),
+      pageSection(
+        "curves-h",
+        "Curves of all cells",
         curveControls,
         h("figure", { class: "card chart-card wide" }, curveBox),
       ),
@@ -135,26 +125,22 @@ export async function render(ctx) {
     paramGrid.querySelector(":scope > p")?.remove();
     for (const metric of metrics) {
       const plot = paramPlot(table, state.x, metric, sweep.parameters?.[state.x]);
-      let chart = paramCharts.get(metric);
-      if (!chart) {
-        const box = h("div", { class: "chart-box", "data-chart": `param-${metric}`, "data-metric": metric });
-        paramGrid.append(
-          h(
-            "figure",
-            { class: "card chart-card" },
-            h("figcaption", {}, `${metricLabel(metric)} vs ${state.x}`),
-            box,
-          ),
+      if (!paramCharts.has(metric)) {
+        const { card, chart } = chartCard(
+          `${metricLabel(metric)} vs ${state.x}`,
+          { "data-chart": `param-${metric}`, "data-metric": metric },
+          {
+            title: `${metricLabel(metric)} against ${state.x}`,
+            xLabel: state.x,
+            percent: isAccuracy(metric),
+            points: true,
+            emptyText: "No finished cells yet.",
+          },
         );
-        chart = new Chart(box, {
-          title: `${metricLabel(metric)} against ${state.x}`,
-          xLabel: state.x,
-          percent: isAccuracy(metric),
-          points: true,
-          emptyText: "No finished cells yet.",
-        });
+        paramGrid.append(card);
         paramCharts.set(metric, chart);
       }
+      const chart = paramCharts.get(metric);
       chart.configure({ lines: plot.lines, xLog: plot.xLog, xCategories: plot.categories });
       chart.setSeries(plot.series);
     }
@@ -255,16 +241,7 @@ function sweepFacts(sweep) {
     ["Parameters", formatParameterSpecs(sweep.parameters)],
     ["Max concurrency", sweep.max_concurrency ?? "unlimited"],
     ["Created", formatTime(sweep.created_at)],
-    (sweep.tags ?? []).length
-      ? [
-          "Tags",
-          h(
-            "span",
-            { class: "tags" },
-            sweep.tags.map((t) => h("span", { class: "tag" }, t)),
-          ),
-        ]
-      : null,
+    (sweep.tags ?? []).length ? ["Tags", tagList(sweep.tags)] : null,
   ]);
 }
 
