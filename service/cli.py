@@ -52,11 +52,29 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """Serve with one process, or ``--workers`` processes that share the port; whichever holds the database's
+    scheduler lease runs the scheduler loop. Migrations and the first admin token happen here, once, before
+    any worker starts."""
     import uvicorn
 
-    from service.main import create_app
+    from service.main import announce_admin_token, create_app, prepare_database
+    from service.settings import Settings
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    if args.workers == 1:
+        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+        return 0
+    settings = Settings()
+    engine, factory = prepare_database(settings)
+    try:
+        announce_admin_token(factory, settings)
+    finally:
+        engine.dispose()
+    uvicorn.run(
+        "service.main:create_app", factory=True, workers=args.workers, host=args.host, port=args.port,
+        log_level="info",
+    )
     return 0
 
 
@@ -228,6 +246,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the API, scheduler and web UI")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes sharing the port (default 1)")
     serve.set_defaults(handler=guarded(serve_command))
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(

@@ -43,13 +43,8 @@ async def get_tracker(request: Request) -> Tracker:
 
 
 async def get_scheduler_wake(request: Request) -> Callable[[], None]:
-    """``wake`` of this process's scheduler loop (admit queued jobs now); a no-op in an API-only process."""
-    loop = request.app.state.scheduler
-    return loop.wake if loop is not None else _no_scheduler
-
-
-def _no_scheduler() -> None:
-    """Another process runs the scheduler: it admits the job within ``scheduler_interval_s``."""
+    """Admit queued jobs now: this process's scheduler loop when it leads, else a notice to the leader."""
+    return request.app.state.scheduler.wake
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

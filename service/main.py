@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.auth import ADMIN_TOKEN_FILE, TokenCache, bootstrap_admin_token
 from service.db import Reads, make_engine, make_session_factory, session_scope
 from service.errors import install_error_handlers
+from service.leader import SchedulerLeader, lease_for
 from service.migrations import upgrade_to_head
 from service.ray_client import RayClient
 from service.routes import auth, catalog, cluster, events, jobs, metrics, sweeps, web
@@ -57,16 +58,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.reads = Reads(engine, settings.read_threads)
     app.state.ray = RayClient.from_settings(settings)
     app.state.tracker = Tracker(settings)
-    loop = (
-        SchedulerLoop(settings, factory, app.state.ray, app.state.tracker) if settings.run_scheduler else None
+    # Every process can wake the scheduler; only those allowed to run it compete for its lease.
+    leader = SchedulerLeader(
+        lambda: SchedulerLoop(settings, factory, app.state.ray, app.state.tracker),
+        lease_for(engine, settings.data_dir),
+        settings.lease_retry_s,
     )
-    app.state.scheduler = loop
-    task = asyncio.create_task(loop.run(), name="scheduler") if loop is not None else None
+    app.state.scheduler = leader
+    task = asyncio.create_task(leader.run(), name="scheduler") if settings.run_scheduler else None
     try:
         yield
     finally:
-        if loop is not None and task is not None:
-            loop.stop()
+        if task is not None:
+            leader.stop()
             await task
         engine.dispose()
 

@@ -6,7 +6,7 @@ reserves its share, so smaller jobs behind it cannot starve it; a job no single 
 hold fails at once; a sweep never runs more than ``max_concurrency`` cells. Reconciliation reads
 Ray's status of every live attempt and drives the state machine, retrying dead workers from their
 last checkpoint. Both are plain functions on a Session; ``SchedulerLoop`` drives them from the
-API's lifespan (one process per database runs it, see ``Settings.run_scheduler``). Ray's cluster
+API's lifespan (in the one process that holds the scheduler lease, see ``service.leader``). Ray's cluster
 totals are refreshed by the reconcile pass (every ``RESOURCES_REFRESH_S``), not per admission; a new
 or retried job wakes the loop at once, and a just-submitted attempt is polled every
 ``starting_poll_s`` until it runs.

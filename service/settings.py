@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     mlflow_experiment: str = "mmae"
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI, for links from the web page
     worker_python: str | None = None  # interpreter for Ray job entrypoints; default: this one
-    run_scheduler: bool = True  # False: an API-only process (another one runs the scheduler loop)
+    run_scheduler: bool = True  # run the scheduler loop while holding the database's lease (False: API only)
+    lease_retry_s: float = Field(default=2.0, gt=0)  # how often the scheduler lease is asked for, or checked
     scheduler_interval_s: float = Field(default=1.0, gt=0)  # how often queued jobs are admitted
     reconcile_interval_s: float = Field(default=3.0, gt=0)  # how often Ray job states are read back
     starting_poll_s: float = Field(default=0.02, gt=0)  # how often a just-submitted attempt is polled until it runs

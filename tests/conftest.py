@@ -51,6 +51,13 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def own_postgres_url() -> Iterator[str]:
+    """URL of a PostgreSQL database of this test's own (for tests that take locks or end sessions)."""
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Dashboard address of a local Ray head (4 logical CPUs, no GPU) shared by the whole session."""

@@ -119,6 +119,7 @@ def test_submit_status_logs_cancel(api: str, cli: Cli, job_file: Path) -> None:
         (("sweep", "{sweep_bad_path}"), "parameters.loss.muu: unknown config field 'loss.muu'"),
         (("sweep", "{sweep_missing_base}"), "cannot read"),
         (("frobnicate",), "invalid choice"),
+        (("serve", "--workers", "0"), "--workers must be at least 1"),
         ((), "the following arguments are required"),
     ],
 )
@@ -202,7 +203,8 @@ def test_token_create_prints_a_working_token_once(
     assert code == 2 and "1 to 100 characters" in one_line(err)
 
 
-def test_serve_prints_a_token_on_first_start_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_prints_a_token_on_first_start_only(tmp_path: Path, workers: int) -> None:
     env = {
         **os.environ,
         "MMAE_DATA_DIR": str(tmp_path / "data"),
@@ -210,7 +212,7 @@ def test_serve_prints_a_token_on_first_start_only(tmp_path: Path) -> None:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("MMAE_DATABASE_URL", None)
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(free_port())]
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(free_port()), "--workers", str(workers)]
 
     def first_lines() -> list[str]:
         process = subprocess.Popen(
@@ -218,9 +220,9 @@ def test_serve_prints_a_token_on_first_start_only(tmp_path: Path) -> None:
         )
         lines = []
         try:
-            for line in process.stdout:
+            for line in process.stdout:  # until every worker has started
                 lines.append(line.rstrip())
-                if "Uvicorn running" in line or "Application startup complete" in line:
+                if sum("Application startup complete" in seen for seen in lines) == workers:
                     break
         finally:
             process.terminate()
@@ -230,7 +232,7 @@ def test_serve_prints_a_token_on_first_start_only(tmp_path: Path) -> None:
     first = first_lines()
     token_file = tmp_path / "data" / ADMIN_TOKEN_FILE
     token = token_file.read_text().strip()
-    assert any("admin API token" in line for line in first) and token in first
+    assert sum("admin API token" in line for line in first) == 1 and token in first
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     second = first_lines()
     assert not any("admin API token" in line for line in second) and token not in second
