@@ -4,9 +4,10 @@
    (``python -m workers.run``) submitted to the Ray Jobs API directly until Ray reports RUNNING.
    Rounds alternate ours/raw; each job is stopped and drained before the next. Target <= 1.05x.
 2. Time to accept a 100-cell grid sweep (POST /api/sweeps, client-side wall time). Target <= 1 s.
-3. API read latency with 10,000 jobs in the database (the web list's queries, job views, metric
-   reads), 50 concurrent clients (httpx async): closed loop (each client sends its next request as
-   soon as the last returns) and paced (each client one request per second, like 50 open pages).
+3. API read latency (``--workers`` API processes) with 10,000 jobs in the database (the web list's
+   queries, job views, metric reads), 50 concurrent clients (httpx async): closed loop (each client
+   sends its next request as soon as the last returns) and paced (each client one request per second,
+   like 50 open pages).
    Target p99 <= 50 ms.
 4. Metric ingest into PostgreSQL through the workers' reporter (``workers.reporter.Reporter``,
    batched upserts), points per second. Target >= 50k points/s.
@@ -76,9 +77,10 @@ def scratch_database() -> Iterator[str]:
 
 @contextmanager
 def api_process(
-    database_url: str, ray_address: str, data_dir: Path, intervals: tuple[float, float]
+    database_url: str, ray_address: str, data_dir: Path, intervals: tuple[float, float], workers: int = 1
 ) -> Iterator[tuple[httpx.Client, int]]:
-    """``mmae serve`` in a subprocess; yields an authenticated client and the server's pid."""
+    """``mmae serve [--workers N]`` in a subprocess; yields an authenticated client and the server's pid (with
+    workers, the pid of their parent)."""
     port = free_port()
     env = {
         **os.environ,
@@ -91,7 +93,7 @@ def api_process(
     }
     log = open(data_dir.parent / "api.log", "ab")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -322,16 +324,18 @@ async def read_latency(
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process and its live children (Linux /proc); 0 when it is gone."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # fields[1]: the parent's pid
+            if stat.parent.name == str(pid) or fields[1] == str(pid):
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def server_cpu_s(pid: int, database: str) -> float:
-    """CPU seconds used so far by the API process and the PostgreSQL backends serving ``database``."""
+    """CPU seconds used so far by the API process (and its workers) and the PostgreSQL backends of ``database``."""
     backends = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         with contextlib.suppress(OSError):
@@ -376,6 +380,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each read-latency run")
     parser.add_argument("--points", type=int, default=200_000, help="metric points for the ingest test")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (mmae serve --workers)")
     defaults = Settings.model_fields  # the shipped intervals: a new job wakes the loop, it is not polled for
     parser.add_argument("--scheduler-interval", type=float, default=defaults["scheduler_interval_s"].default)
     parser.add_argument("--reconcile-interval", type=float, default=defaults["reconcile_interval_s"].default)
@@ -386,24 +391,28 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="mmae-bench-") as scratch,
         scratch_database() as url,
         ray_head.temporary_head(Path(scratch) / "ray_auth_token", num_cpus=4, num_gpus=0) as ray_address,
-        api_process(url, ray_address, Path(scratch) / "data", intervals) as (client, pid),
+        api_process(url, ray_address, Path(scratch) / "data", intervals, args.workers) as (client, pid),
     ):
         ours, raw = submit_latency(client, ray_address, Path(scratch) / "data", args.rounds)
         big = seed_jobs(url, args.jobs)
         accept = sweep_accept(client)
         headers = dict(client.headers)
         database = make_url(url).database or ""
-        cpu_before = server_cpu_s(pid, database)
+        cpu_before, client_cpu_before = server_cpu_s(pid, database), time.process_time()
         closed, closed_rps = asyncio.run(
             read_latency(str(client.base_url), headers, big, args.clients, args.seconds, 0.0)
         )
         cpu_per_read = (server_cpu_s(pid, database) - cpu_before) / len(closed)
+        client_cpu_per_read = (time.process_time() - client_cpu_before) / len(closed)
         paced, paced_rps = asyncio.run(
             read_latency(str(client.base_url), headers, big, args.clients, args.seconds, 1.0)
         )
         ingest = ingest_rate(url, args.points)
 
-    print(f"scheduler interval {intervals[0]} s, reconcile interval {intervals[1]} s, {os.cpu_count()} CPUs")
+    print(
+        f"scheduler interval {intervals[0]} s, reconcile interval {intervals[1]} s, {args.workers} API process(es), "
+        f"{os.cpu_count()} CPUs"
+    )
     print(
         f"submit->running   ours {ours * 1000:7.0f} ms   raw Ray {raw * 1000:7.0f} ms   "
         f"ratio {ours / raw:.3f}  (target <= 1.05)"
@@ -414,7 +423,10 @@ def main() -> None:
             f"reads, {args.clients} clients, {label}: p50 {percentile(values, 50) * 1000:6.1f} ms   "
             f"p99 {percentile(values, 99) * 1000:6.1f} ms   {rps:6.0f} req/s  (target p99 <= 50 ms)"
         )
-    print(f"server CPU per read (API process + its PostgreSQL backends): {cpu_per_read * 1000:.1f} ms")
+    print(
+        f"CPU per read: server (API + its PostgreSQL backends) {cpu_per_read * 1000:.1f} ms, "
+        f"this load generator {client_cpu_per_read * 1000:.1f} ms, on {os.cpu_count()} shared cores"
+    )
     print(f"metric ingest into PostgreSQL via Reporter: {ingest:,.0f} points/s  (target >= 50,000)")
 
 
