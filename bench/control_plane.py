@@ -375,7 +375,7 @@ def ingest_rate(database_url: str, points: int, names: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="submit->running rounds (ours and raw each)")
+    parser.add_argument("--rounds", type=int, default=10, help="submit->running rounds (ours and raw each)")
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the database for the read test")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each read-latency run")

@@ -22,6 +22,7 @@ from service.examples import ExampleError, sweep_body
 EXIT_FAILED = 1
 TERMINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 1.0
+KEEP_ALIVE_S = 75
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,8 +63,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    # Keep-alive longer than a load balancer's idle timeout (60 s on common ones), so a connection is never
+    # closed by us while the balancer sends a request on it.
+    options = {"host": args.host, "port": args.port, "log_level": "info", "timeout_keep_alive": KEEP_ALIVE_S}
     if args.workers == 1:
-        uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(), **options)
         return 0
     settings = Settings()
     engine, factory = prepare_database(settings)
@@ -71,10 +75,7 @@ def serve_command(args: argparse.Namespace) -> int:
         announce_admin_token(factory, settings)
     finally:
         engine.dispose()
-    uvicorn.run(
-        "service.main:create_app", factory=True, workers=args.workers, host=args.host, port=args.port,
-        log_level="info",
-    )
+    uvicorn.run("service.main:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 

@@ -124,10 +124,12 @@ def start_head(
 
 
 def stop_head(address: str, timeout_s: float = 60.0) -> bool:
-    """Stop the head ``start_head`` started for ``address`` (SIGTERM, then SIGKILL); True if stopped."""
+    """Stop the head ``start_head`` started for ``address``: its live jobs first (a job's process would
+    outlive the head), then the head (SIGTERM, then SIGKILL); True if stopped."""
     pid_file = head_dir(address) / "head.pid"
     if not pid_file.is_file():
         return False
+    stop_jobs(address, timeout_s)
     pid = int(pid_file.read_text())
     pid_file.unlink()
     try:
@@ -140,6 +142,23 @@ def stop_head(address: str, timeout_s: float = 60.0) -> bool:
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
     return True
+
+
+def stop_jobs(address: str, timeout_s: float = 60.0) -> None:
+    """Ask Ray to stop every job that has not ended (SIGTERM, SIGKILL after each job's stop wait) and wait up
+    to ``timeout_s`` for them to end. Best effort: a head that does not answer is left as it is."""
+    live = ("PENDING", "RUNNING")
+    try:
+        with httpx.Client(base_url=address, headers=auth_headers(), timeout=10.0) as client:
+            jobs = [job["submission_id"] for job in client.get("/api/jobs/").json() if job["status"] in live]
+            for submission_id in jobs:
+                client.post(f"/api/jobs/{submission_id}/stop")
+            deadline = time.monotonic() + timeout_s
+            while jobs and time.monotonic() < deadline:
+                time.sleep(0.2)
+                jobs = [job for job in jobs if client.get(f"/api/jobs/{job}").json()["status"] in live]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return
 
 
 @contextmanager

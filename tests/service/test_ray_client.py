@@ -59,3 +59,28 @@ def test_a_missing_token_is_generated_private(tmp_path: Path, monkeypatch: pytes
     assert ray_head.auth_headers() == {"Authorization": f"Bearer {token}"}
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")
     assert ray_head.auth_token() == "from-the-environment"
+
+
+@pytest.mark.ray
+def test_stopping_a_head_stops_its_jobs_first_so_no_process_outlives_it(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    import httpx
+
+    pid_file = tmp_path / "job.pid"
+    entrypoint = (
+        f"{sys.executable} -c \"import os, time; open('{pid_file}', 'w').write(str(os.getpid())); time.sleep(600)\""
+    )
+    with ray_head.temporary_head(tmp_path / "token", num_cpus=1, num_gpus=0) as address:
+        response = httpx.post(
+            f"{address}/api/jobs/", json={"entrypoint": entrypoint}, headers=ray_head.auth_headers(), timeout=30
+        )
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.2)
+        pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
