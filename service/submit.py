@@ -61,9 +61,8 @@ def create_sweep(
             request.max_retries,
             request.resources,
             request.tags,
+            cell.params,
         )
-        job.cell_params = cell.params
-        job.params = key_params(job.method, job.config, cell.params)
         sweep.jobs.append(job)
     session.add(sweep)
     return _commit_or_replay(session, sweep, lambda: _by_key(session, Sweep, idempotency_key))
@@ -76,13 +75,15 @@ def _new_job(
     max_retries: int,
     resources: Resources,
     tags: list[str],
+    cell_params: dict[str, object] | None = None,
 ) -> Job:
     digest, dumped = config_hash(config), config.model_dump(mode="json")
     return Job(
         name=name or f"{config.method}-{config.data.dataset}-{digest[:6]}",
         method=config.method,
         config=dumped,
-        params=key_params(config.method, dumped, None),
+        cell_params=cell_params,
+        params=key_params(config.method, dumped, cell_params),
         config_hash=digest,
         priority=priority,
         max_retries=max_retries,
