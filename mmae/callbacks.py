@@ -1,8 +1,8 @@
 """The callback interface: the only way metrics, checkpoints and progress leave the training loop.
 
 ``mmae.train.fit`` calls these hooks in order; subclasses override what they need. The workers
-plug a reporter (SQL + MLflow), a checkpoint uploader and a stop check in here; the CLI plugs a
-progress bar and a metrics file.
+plug a reporter (SQL + MLflow, fenced to the job's current attempt) and a stop check in here; the
+CLI plugs a progress bar and a metrics file.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class Callback:
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Called with every batch of metric values (``train/*``, ``info/*``, ``probe/*``, ``eval/*``)."""
+
+    def before_checkpoint_publish(self, step: int) -> None:
+        """Called once the checkpoint of ``step`` is complete under a temporary name, before it replaces
+        anything under a final name (``step_*.pt``, ``last.pt``). Raise to abandon it: the temporary
+        file is removed and the exception ends ``fit`` (a worker whose attempt is no longer current)."""
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         """Called after a checkpoint for ``step`` has been written completely to ``path``."""

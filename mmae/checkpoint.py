@@ -2,7 +2,9 @@
 
 Layout: ``run_dir/checkpoints/step_00000100.pt`` per checkpoint plus ``last.pt`` (a hard link to, or
 copy of, the newest). Every file appears under its final name only once it is complete (write to a
-temporary name, then ``os.replace``), so a crash mid-write never leaves a truncated checkpoint.
+temporary name of this process's own, then ``os.replace``), so a crash mid-write never leaves a
+truncated checkpoint, and two writers never mix their bytes. A ``before_publish`` check runs between
+the two, so a writer that may no longer publish (a stale attempt) leaves the final names untouched.
 Contents are plain tensors / numbers / strings, loadable with ``torch.load(weights_only=True)``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +30,30 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    state: dict[str, Any],
+    keep: int | None = None,
+    before_publish: Callable[[], None] | None = None,
+) -> Path:
     """Write ``state`` as the checkpoint of ``step`` and point ``last.pt`` at it; returns the step file.
 
-    With ``keep``, only the ``keep`` newest step files remain afterwards (older ones are deleted).
+    ``before_publish`` runs once the bytes are on disk under a temporary name; if it raises, nothing
+    under a final name changes and the exception propagates. With ``keep``, only the ``keep`` newest
+    step files remain afterwards (older ones are deleted).
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_publish is not None:
+            before_publish()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -58,7 +71,7 @@ def _prune(folder: Path, keep: int) -> None:
 
 def _publish_last(path: Path) -> None:
     """Atomically make ``last.pt`` next to ``path`` refer to the same bytes (hard link, else copy)."""
-    tmp = path.with_name(LAST_NAME + ".tmp")
+    tmp = path.with_name(f"{LAST_NAME}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(path, tmp)

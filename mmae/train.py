@@ -80,6 +80,10 @@ class _Fanout:
         for callback in self.callbacks:
             callback.on_status(message, details)
 
+    def before_checkpoint_publish(self, step: int) -> None:
+        for callback in self.callbacks:
+            callback.before_checkpoint_publish(step)
+
     def checkpoint(self, step: int, path: Path) -> None:
         for callback in self.callbacks:
             callback.on_checkpoint(step, path)
@@ -212,7 +216,10 @@ def train_step(
 
 
 def _checkpoint(run_dir: Path, step: int, parts: TrainParts, config: TrainConfig, events: _Fanout) -> Path:
-    path = save_checkpoint(run_dir, step, parts.state(step, config), keep=config.checkpoint_keep)
+    path = save_checkpoint(
+        run_dir, step, parts.state(step, config), keep=config.checkpoint_keep,
+        before_publish=lambda: events.before_checkpoint_publish(step),
+    )
     events.checkpoint(step, path)
     return path
 

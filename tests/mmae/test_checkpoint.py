@@ -63,3 +63,27 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path) -> None:
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
     assert names == ["step_00000030.pt", "step_00000040.pt"]
     assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 40
+
+
+def test_a_vetoed_checkpoint_leaves_the_final_names_untouched(tmp_path) -> None:
+    save_checkpoint(tmp_path, 1, {"step": 1})
+
+    def refuse() -> None:
+        raise PermissionError("no longer the current writer")
+
+    with pytest.raises(PermissionError, match="current writer"):
+        save_checkpoint(tmp_path, 2, {"step": 2}, before_publish=refuse)
+    assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_00000001.pt"]
+
+
+def test_the_veto_runs_once_the_bytes_are_complete(tmp_path) -> None:
+    seen = []
+
+    def look() -> None:
+        temporary = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+        seen.append(load_checkpoint(temporary[0])["step"])
+
+    save_checkpoint(tmp_path, 3, {"step": 3}, before_publish=look)
+    assert seen == [3]
+    assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 3
