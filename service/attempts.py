@@ -95,6 +95,7 @@ def write_spec(settings: Settings, job: Job, attempt: Attempt) -> Path:
         database_url=settings.resolved_database_url,
         mlflow_tracking_uri=settings.resolved_mlflow_uri,
         mlflow_run_id=job.mlflow_run_id,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
     )
     return spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
 

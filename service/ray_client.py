@@ -1,6 +1,6 @@
 """Thin adapter over the Ray Jobs REST API: one Ray job per attempt, plus cluster resources and logs.
 
-Each attempt runs as ``python -m workers.run --spec PATH`` with the job's ``entrypoint_num_cpus``
+Each attempt runs as ``exec python -m workers.run --spec PATH`` with the job's ``entrypoint_num_cpus``
 and ``entrypoint_num_gpus`` (fractions allowed). Ray's job supervisor stops a job with SIGTERM and
 waits ``RAY_JOB_STOP_WAIT_TIME_S`` before SIGKILL; that wait is set per submission (through the
 job's runtime_env, which the supervisor inherits) to ``stop_grace_s`` so the trainer can
@@ -13,6 +13,7 @@ timeout on every call (the SDK offers neither). Network failures and timeouts su
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import threading
 import time
@@ -116,9 +117,14 @@ class RayClient:
         return self._probe[1]
 
     def submit(self, submission_id: str, spec_path: Path, *, num_cpus: float, num_gpus: float) -> None:
-        """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``."""
+        """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``.
+
+        Ray runs an entrypoint through a shell; ``exec`` replaces the shell with the trainer, so the
+        process Ray watches, signals and reports on is the trainer itself, never a wrapper whose
+        death would orphan it.
+        """
         body = {
-            "entrypoint": f"{self.python} -m workers.run --spec {spec_path}",
+            "entrypoint": "exec " + shlex.join([self.python, "-m", "workers.run", "--spec", str(spec_path)]),
             "submission_id": submission_id,
             "entrypoint_num_cpus": num_cpus,
             "entrypoint_num_gpus": num_gpus,

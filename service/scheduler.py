@@ -164,7 +164,7 @@ def _reconcile_attempt(
     if state is None and never_ran and job.status != JobStatus.CANCELLING:
         submit(session, job, attempt, ray, settings, tracker)  # committed, then the API died: submit now
     elif state is not None and state.status in ("PENDING", "RUNNING"):
-        _still_live(session, job, attempt, state, ray, settings, tracker)
+        _still_live(session, job, attempt, state, progress, ray, settings, tracker)
     elif state is not None and state.status == "SUCCEEDED" and finished:
         attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
         job.record_summary(json_finite(progress.summary))
@@ -178,11 +178,12 @@ def _reconcile_attempt(
 
 
 def _still_live(
-    session: Session, job: Job, attempt: Attempt, state: RayJobState, ray: RayClient,
-    settings: Settings, tracker: Tracker,
+    session: Session, job: Job, attempt: Attempt, state: RayJobState, progress: AttemptProgress | None,
+    ray: RayClient, settings: Settings, tracker: Tracker,
 ) -> None:
-    """A pending or running attempt: re-send a cancel, give up on a long wait, or note that it runs and
-    open its job's MLflow run (again, if the API died or MLflow failed when it started)."""
+    """A pending or running attempt: re-send a cancel, give up on a long wait or a silent worker, or
+    note that it runs and open its job's MLflow run (again, if the API died or MLflow failed when it
+    started)."""
     if job.status == JobStatus.CANCELLING:
         ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
         return
@@ -191,6 +192,15 @@ def _still_live(
             ray.stop(attempt.ray_submission_id)
             end_attempt(session, job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
                         "s (no node had room for it)", retry=True, tracker=tracker)
+        return
+    silent = _silent_for(attempt, progress)
+    if silent is not None and silent > settings.heartbeat_timeout_s:
+        # Fenced first (the attempt is no longer current once this commits), then stopped in Ray.
+        end_attempt(session, job, attempt, f"no heartbeat for {silent:.0f} s (limit "
+                    f"{settings.heartbeat_timeout_s:g} s): the worker hung or lost its node", retry=True,
+                    tracker=tracker)
+        session.commit()
+        ray.stop(attempt.ray_submission_id)
         return
     started = attempt.status == AttemptStatus.PENDING
     if started:
@@ -201,6 +211,13 @@ def _still_live(
     if started or job.mlflow_run_id is None:
         session.commit()
         open_runs(session, job, attempt, settings, tracker)
+
+
+def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | None:
+    """Seconds since a running attempt's last heartbeat (or since it started running, before its
+    first); None for an attempt not yet seen running."""
+    last = progress.heartbeat_at if progress is not None else attempt.started_at
+    return None if last is None else (utcnow() - _aware(last)).total_seconds()
 
 
 def _aware(moment: datetime) -> datetime:

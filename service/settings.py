@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,7 +32,20 @@ class Settings(BaseSettings):
     read_threads: int = Field(default=4, ge=1)  # worker threads serving read-only requests (see db.Reads)
     pending_timeout_s: float = Field(default=900.0, gt=0)  # a Ray job PENDING longer than this is failed
     stop_grace_s: float = Field(default=10.0, gt=0)  # cooperative stop window before a forced stop
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, le=300)  # how often a running attempt's worker beats
+    # A running attempt whose last heartbeat is older than this is failed (and retried): a hung or
+    # partitioned worker. At least three intervals, so one slow write never fails an attempt.
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # erank below this * dim flags a collapse
+
+    @model_validator(mode="after")
+    def _heartbeat_timeout_spans_beats(self) -> Settings:
+        if self.heartbeat_timeout_s < 3 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"MMAE_HEARTBEAT_TIMEOUT_S ({self.heartbeat_timeout_s:g}) must be at least three heartbeat "
+                f"intervals (MMAE_HEARTBEAT_INTERVAL_S = {self.heartbeat_interval_s:g})"
+            )
+        return self
 
     @cached_property
     def resolved_database_url(self) -> str:

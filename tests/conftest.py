@@ -169,22 +169,35 @@ class ControlPlane:
 
 
 @pytest.fixture
+def plane_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings a test overrides in its ``plane``: parametrize indirectly with a dict of Settings fields,
+    where ``"database": "postgresql"`` stands for a PostgreSQL database of the test's own."""
+    fields = dict(getattr(request, "param", {}))
+    if fields.pop("database", "sqlite") == "postgresql":
+        fields["database_url"] = request.getfixturevalue("own_postgres_url")
+    return fields
+
+
+@pytest.fixture
 def plane(
-    tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest
+    tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest,
+    plane_settings: dict[str, Any],
 ) -> Iterator[ControlPlane]:
-    """The execution side on a migrated SQLite file, the session's Ray head and MLflow store (one
-    experiment per test); Ray jobs it started are stopped afterwards."""
+    """The execution side on a migrated SQLite file (or the database URL in ``plane_settings``), the
+    session's Ray head and MLflow store (one experiment per test); Ray jobs it started are stopped
+    afterwards."""
     from service.db import make_engine, make_session_factory
     from service.migrations import upgrade_to_head
     from service.ray_client import RayClient
     from service.settings import Settings
     from service.tracking import Tracker
 
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'mmae.db'}", ray_address=ray_cluster,
-        mlflow_tracking_uri=mlflow_store, mlflow_experiment=request.node.name, reconcile_interval_s=0.5,
-        scheduler_interval_s=0.2, stop_grace_s=10,
-    )
+    fields = {
+        "data_dir": tmp_path / "data", "database_url": f"sqlite:///{tmp_path / 'mmae.db'}",
+        "ray_address": ray_cluster, "mlflow_tracking_uri": mlflow_store, "mlflow_experiment": request.node.name,
+        "reconcile_interval_s": 0.5, "scheduler_interval_s": 0.2, "stop_grace_s": 10, **plane_settings,
+    }
+    settings = Settings(**fields)
     engine = make_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
     ray = RayClient.from_settings(settings)
@@ -195,3 +208,44 @@ def plane(
     finally:
         plane.cancel_all()
         engine.dispose()
+
+
+class AttemptRows:
+    """A job's rows in the service's tables, written by hand for tests of what workers write: the fence
+    admits an attempt's writes only while the service has it pending or running."""
+
+    def __init__(self, engine: Any, job_id: int) -> None:
+        from mmae.config import TrainConfig, config_hash
+        from service.models import Job
+
+        self.engine, self.job_id = engine, job_id
+        config = TrainConfig()
+        with engine.begin() as connection:
+            connection.execute(Job.__table__.insert().values(
+                id=job_id, name="test", status="running", method=config.method,
+                config=config.model_dump(mode="json"), config_hash=config_hash(config),
+            ))
+
+    def start(self, attempt_id: int) -> None:
+        """Attempt ``attempt_id`` becomes the job's current one (running)."""
+        from service.models import Attempt
+
+        with self.engine.begin() as connection:
+            connection.execute(Attempt.__table__.insert().values(
+                id=attempt_id, job_id=self.job_id, number=attempt_id, status="running"
+            ))
+
+    def end(self, attempt_id: int, status: str = "failed") -> None:
+        """The service ends attempt ``attempt_id`` (as when Ray reports it dead)."""
+        from sqlalchemy import update
+
+        from service.models import Attempt
+
+        with self.engine.begin() as connection:
+            connection.execute(update(Attempt).where(Attempt.id == attempt_id).values(status=status))
+
+
+@pytest.fixture
+def attempt_rows() -> type[AttemptRows]:
+    """``AttemptRows`` itself (test modules cannot import conftest at run time)."""
+    return AttemptRows

@@ -9,6 +9,11 @@ start, or at a later flush when the service created the run after submitting the
 has beyond what MLflow has are sent first (backfill after a crash between the two writes), and
 re-emitted steps at or below SQL's mark are not sent again. Non-finite numbers in the progress row's
 JSON (run info, summary) are stored as null.
+
+Every write is fenced (``workers.fence``): a flush commits only while its attempt is the job's current
+one, and MLflow is sent only what a fenced flush committed, after checking the fence again. A flush
+that finds its attempt fenced writes nothing and raises ``AttemptFenced``, which ends ``fit``; so does a
+checkpoint about to be published by a fenced attempt (``before_checkpoint_publish``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mmae.callbacks import Callback, RunInfo, TrainResult
+from workers.fence import check_current
 from workers.tables import attempt_progress, json_finite, metric_points
 from workers.tracking import RunTracker, Series
 
@@ -190,6 +196,9 @@ class Reporter(Callback):
         if len(self._buffer) >= self.flush_points or self.clock() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
+    def before_checkpoint_publish(self, step: int) -> None:
+        self.flush()  # raises AttemptFenced when a newer attempt owns the run directory
+
     def on_checkpoint(self, step: int, path: Path) -> None:
         self._progress["last_checkpoint_step"] = step
         self.flush()
@@ -206,7 +215,8 @@ class Reporter(Callback):
         self.flush()
 
     def flush(self) -> None:
-        """Write buffered points and progress to SQL in one transaction; then send new points to MLflow."""
+        """Write buffered points and progress to SQL in one fenced transaction; then send new points to
+        MLflow. Raises ``AttemptFenced`` (having written nothing) when the attempt is no longer current."""
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
             upsert_points(connection, self.job_id, self.attempt_id, now, self._buffer)
@@ -214,6 +224,7 @@ class Reporter(Callback):
                 connection,
                 {"attempt_id": self.attempt_id, "job_id": self.job_id, "heartbeat_at": now, **self._progress},
             )
+            check_current(connection, self.job_id, self.attempt_id)
         points, self._buffer = self._buffer, {}
         self._last_flush = self.clock()
         if self.tracker is None:
@@ -224,8 +235,19 @@ class Reporter(Callback):
                 (name, step, value, stamp)
                 for (name, step), value in points.items() if step > self._mlflow_mark.get(name, -1)
             ]
-        if self.tracker is not None:
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        """Send the queued points to MLflow if the attempt is still current (it may have been ended
+        since its last commit); a fenced attempt raises instead of sending."""
+        if self.tracker is not None and self._mlflow_pending:
+            self.check_current()
             self._try_mlflow(self.tracker.log_points, self._mlflow_pending)
+
+    def check_current(self) -> None:
+        """Raise ``AttemptFenced`` unless this attempt is still its job's current one."""
+        with self.engine.begin() as connection:
+            check_current(connection, self.job_id, self.attempt_id)
 
     def _attach(self) -> None:
         """Start sending to the job's run if ``find_tracker`` knows it: first what SQL has and MLflow

@@ -3,8 +3,12 @@
 Loads the spec, runs ``mmae.train.fit`` (which resumes from ``run_dir/checkpoints/last.pt``) with
 the reporter and a SIGTERM stop check, then logs the final artifacts to MLflow. SIGTERM (Ray's stop)
 makes fit checkpoint and return at the next step; Ray kills the process if that takes longer than
-its stop wait. Exit status: 0 finished or stopped, ``EXIT_PERMANENT`` when retrying cannot help
-(invalid config or data, diverged loss), 1 for any other failure (the service retries those).
+its stop wait. The service starts this module with ``exec``, so Ray's supervisor is its parent: the
+lifeline (``workers.lifeline``) ends it when the supervisor is gone or the attempt is fenced, and
+every write is fenced (``workers.fence``), so an attempt that is no longer current changes nothing.
+Exit status: 0 finished or stopped, ``EXIT_PERMANENT`` when retrying cannot help (invalid config or
+data, diverged loss), ``EXIT_FENCED`` for a stale attempt, 1 for any other failure (the service
+retries those).
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from mmae.callbacks import Callback, RunInfo
+from workers.fence import AttemptFenced
+from workers.lifeline import Lifeline
 from workers.reporter import Reporter, connect, read_series
-from workers.spec import EXIT_PERMANENT, AttemptSpec
+from workers.spec import EXIT_FENCED, EXIT_PERMANENT, AttemptSpec
 from workers.tracking import RunTracker
 
 log = logging.getLogger("workers.run")
@@ -67,10 +75,25 @@ def find_run(spec_path: Path) -> RunTracker | None:
 
 def run_attempt(spec: AttemptSpec, spec_path: Path) -> int:
     """Run one attempt to the end; returns the process exit status."""
+    engine = connect(spec.database_url)
+    lifeline = Lifeline(
+        engine, job_id=spec.job_id, attempt_id=spec.attempt_id, interval_s=spec.heartbeat_interval_s
+    )
+    try:
+        lifeline.start()
+        return _train(spec, spec_path, engine)
+    except AttemptFenced as fenced:
+        print(f"[mmae] stopping: {fenced}", flush=True)
+        return EXIT_FENCED
+    finally:
+        lifeline.stop()
+
+
+def _train(spec: AttemptSpec, spec_path: Path, engine: Engine) -> int:
+    """``fit`` with the reporter, then the final artifacts; ``AttemptFenced`` ends it wherever it comes."""
     from mmae.train import fit
 
     stop = StopOnSignal()
-    engine = connect(spec.database_url)
     reporter = Reporter(
         engine, job_id=spec.job_id, attempt_id=spec.attempt_id, find_tracker=lambda: find_run(spec_path)
     )
@@ -83,6 +106,7 @@ def run_attempt(spec: AttemptSpec, spec_path: Path) -> int:
         return EXIT_PERMANENT
     if reporter.tracker is not None and not result.stopped_early:
         series = read_series(engine, spec.job_id, prefix="info/")
+        reporter.check_current()
         try:
             reporter.tracker.log_final_artifacts(spec.config, result.last_checkpoint, series)
         except Exception:  # artifacts are secondary: the attempt's results are in SQL already

@@ -12,6 +12,8 @@ from mmae.config import TrainConfig
 # Exit status of a worker whose attempt can never succeed (invalid config or data, diverged loss):
 # the service fails the job instead of retrying it. Any other non-zero status is retried.
 EXIT_PERMANENT = 3
+# Exit status of a worker that found its attempt fenced (no longer the job's current one): nothing to retry.
+EXIT_FENCED = 4
 
 
 class AttemptSpec(BaseModel):
@@ -27,6 +29,7 @@ class AttemptSpec(BaseModel):
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     world_size: int = 1
+    heartbeat_interval_s: float = 5.0  # how often the worker's lifeline writes the attempt's heartbeat
 
     def write(self, path: Path) -> Path:
         """Write the spec atomically (temporary name, then rename) and return ``path``."""

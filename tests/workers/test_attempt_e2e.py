@@ -1,12 +1,16 @@
 """Attempts run end to end through the session's Ray head: a tiny M-MAE pretraining on digits with its
-evaluation, metrics in SQL and MLflow, a worker killed mid-run and retried from its checkpoint, and a
-cancel that ends within the stop grace."""
+evaluation, metrics in SQL and MLflow, a worker killed mid-run and retried from its checkpoint, a cancel
+that ends within the stop grace, and the fencing rule under faults: a dead supervisor takes its trainer
+with it, a hung worker is failed by its silent heartbeat, and a stale attempt started by hand changes
+nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +21,13 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import select
 
+from mmae.checkpoint import last_checkpoint
 from mmae.config import TrainConfig, flatten_config
+from mmae.train import fit
 from service.models import AttemptProgress, Job, MetricPoint
 from service.scheduler import SchedulerLoop, request_cancel
 from service.states import AttemptStatus, JobStatus
+from workers.spec import EXIT_FENCED
 
 if TYPE_CHECKING:
     from conftest import ControlPlane
@@ -73,6 +80,25 @@ def worker_pid(spec_path: Path) -> int | None:
     return None
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of process ``pid`` (field 4 of /proc/PID/stat, after the parenthesised name)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def mlflow_steps(plane: ControlPlane, run_id: str, name: str) -> list[int]:
+    client = MlflowClient(plane.settings.resolved_mlflow_uri)
+    return sorted(metric.step for metric in client.get_metric_history(run_id, name))
+
+
 def test_a_job_runs_through_ray_and_reports_to_sql_and_mlflow(plane: ControlPlane) -> None:
     job_id = plane.add_job(TINY, name="tiny")
     scheduler = SchedulerLoop(plane.settings, plane.factory, plane.ray, plane.tracker)
@@ -122,7 +148,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_without_gaps_or_duplicat
     job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert [a.status for a in job.attempts] == [AttemptStatus.FAILED, AttemptStatus.SUCCEEDED]
-    assert "exit code 137" in job.attempts[0].error and job.retries_used == 1  # the shell saw SIGKILL
+    assert "exit code -9" in job.attempts[0].error and job.retries_used == 1  # the trainer itself, no shell
     assert progress(plane, job.attempts[1].id).run_info["start_step"] >= 10
     assert steps_of(plane, job_id, "train/loss") == list(range(1, 61))
     client = MlflowClient(plane.settings.resolved_mlflow_uri)
@@ -144,3 +170,62 @@ def test_cancelling_a_running_job_ends_it_within_ten_seconds(plane: ControlPlane
     assert stopped.phase == "stopped" and stopped.last_checkpoint_step == stopped.step < 5000
     run = MlflowClient(plane.settings.resolved_mlflow_uri).get_run(job.mlflow_run_id)
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.parametrize(
+    "plane_settings", [{}, pytest.param({"database": "postgresql"}, marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_nothing(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    config = with_steps(60, 10)
+    job_id = plane.add_job(config, max_retries=2)
+    first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
+    plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
+    spec = plane.settings.runs_dir / plane.job(job_id).run_dir_name / "attempts" / f"{first.id}.json"
+    trainer = wait_until(lambda: worker_pid(spec))
+    os.kill(parent_pid(trainer), signal.SIGKILL)  # Ray's job supervisor, which exec'd the trainer
+    wait_until(lambda: not alive(trainer), timeout_s=10)
+
+    job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert [a.status for a in job.attempts] == [AttemptStatus.FAILED, AttemptStatus.SUCCEEDED]
+    assert progress(plane, job.attempts[1].id).run_info["start_step"] >= 10
+    assert mlflow_steps(plane, job.mlflow_run_id, "train/loss") == list(range(1, 61))
+    assert mlflow_steps(plane, job.mlflow_run_id, "info/erank") == list(range(5, 61, 5))
+    uninterrupted = fit(TrainConfig.model_validate(config), tmp_path / "uninterrupted").summary
+    for name in ("train/loss", "info/erank", "eval/linear_top1"):
+        assert job.summary[name] == pytest.approx(uninterrupted[name], rel=1e-5), name
+
+    # The first attempt's spec, started again by hand: refused on its first write, it exits at once.
+    run_dir = spec.parent.parent
+    checkpoint = last_checkpoint(run_dir).read_bytes()
+    series = steps_of(plane, job_id, "train/loss")
+    stale = subprocess.run([sys.executable, "-m", "workers.run", "--spec", str(spec)], capture_output=True,
+                           text=True, timeout=120)
+    assert stale.returncode == EXIT_FENCED, stale.stdout + stale.stderr
+    assert f"attempt {first.id} is no longer the current attempt of job {job_id}" in stale.stdout
+    assert last_checkpoint(run_dir).read_bytes() == checkpoint
+    assert steps_of(plane, job_id, "train/loss") == series
+    assert mlflow_steps(plane, job.mlflow_run_id, "train/loss") == list(range(1, 61))
+
+
+@pytest.mark.parametrize(
+    "plane_settings", [{"heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 8.0, "stop_grace_s": 3}],
+    indirect=True,
+)
+def test_a_hung_worker_is_failed_by_its_silent_heartbeat_and_retried(plane: ControlPlane) -> None:
+    job_id = plane.add_job(with_steps(60, 10), max_retries=2)
+    first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
+    plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
+    spec = plane.settings.runs_dir / plane.job(job_id).run_dir_name / "attempts" / f"{first.id}.json"
+    trainer = wait_until(lambda: worker_pid(spec))
+    os.kill(trainer, signal.SIGSTOP)  # hung: alive in Ray's eyes, silent in ours
+
+    job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert [a.status for a in job.attempts] == [AttemptStatus.FAILED, AttemptStatus.SUCCEEDED]
+    assert "no heartbeat for" in job.attempts[0].error
+    assert not alive(trainer)  # Ray's stop killed it after the grace
+    assert steps_of(plane, job_id, "train/loss") == list(range(1, 61))
+    assert mlflow_steps(plane, job.mlflow_run_id, "train/loss") == list(range(1, 61))

@@ -1,18 +1,24 @@
 """The reporter on real databases (SQLite and PostgreSQL) and a real MLflow store: a retried or
-resumed attempt never loses or doubles a point, in SQL or in MLflow."""
+resumed attempt never loses or doubles a point, in SQL or in MLflow, and an attempt that is no longer
+its job's current one writes nothing anywhere."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import Engine, select
 
 from mmae.callbacks import RunInfo, TrainResult
+from workers.fence import AttemptFenced
 from workers.reporter import Reporter, connect
 from workers.tables import attempt_progress, metric_points
 from workers.tracking import RunTracker
+
+if TYPE_CHECKING:
+    from conftest import AttemptRows
 
 JOB = 7
 
@@ -32,6 +38,14 @@ def run_id(mlflow_uri: str, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(migrated_url: str) -> Engine:
     return connect(migrated_url)
+
+
+@pytest.fixture
+def rows(engine: Engine, attempt_rows: type[AttemptRows]) -> AttemptRows:
+    """Job ``JOB`` with attempt 1 running."""
+    rows = attempt_rows(engine, JOB)
+    rows.start(1)
+    return rows
 
 
 def info(start_step: int, total: int = 20) -> RunInfo:
@@ -60,13 +74,15 @@ def mlflow_steps(uri: str, run_id: str, name: str) -> list[int]:
 
 
 def test_resumed_attempt_overwrites_sql_and_never_resends_to_mlflow(
-    engine: Engine, mlflow_uri: str, run_id: str
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
 ) -> None:
     first = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     first.on_train_start(info(0))
     emit(first, range(1, 13), scale=1.0)
     first.on_checkpoint(10, Path("last.pt"))
     first.flush()  # then the worker dies: steps 11 and 12 were reported past the checkpoint
+    rows.end(1)
+    rows.start(2)
 
     second = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     second.on_train_start(info(10))
@@ -90,7 +106,7 @@ def test_resumed_attempt_overwrites_sql_and_never_resends_to_mlflow(
 
 
 def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
-    engine: Engine, mlflow_uri: str, run_id: str
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
 ) -> None:
     first = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     first.on_train_start(info(0))
@@ -99,6 +115,8 @@ def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
     first.tracker = first.find_tracker = None  # the worker dies between its SQL commit and its MLflow send
     emit(first, range(5, 9), scale=1.0)
     first.flush()
+    rows.end(1)
+    rows.start(2)
 
     second = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
     second.on_train_start(info(5))
@@ -111,7 +129,7 @@ def test_points_in_sql_but_not_in_mlflow_are_backfilled_once(
 
 
 def test_a_run_the_service_creates_late_gets_every_point_once(
-    engine: Engine, mlflow_uri: str, run_id: str
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
 ) -> None:
     known: list[RunTracker] = []  # the spec names no run until the service has created it
     reporter = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: known[0] if known else None)
@@ -130,7 +148,7 @@ def test_a_run_the_service_creates_late_gets_every_point_once(
     assert MlflowClient(mlflow_uri).get_run(run_id).data.tags["mu_convention"] == "paper"
 
 
-def test_non_finite_numbers_in_progress_json_are_stored_as_null(engine: Engine) -> None:
+def test_non_finite_numbers_in_progress_json_are_stored_as_null(engine: Engine, rows: AttemptRows) -> None:
     reporter = Reporter(engine, job_id=JOB, attempt_id=1)
     reporter.on_train_start(info(0))
     summary = {"eval/linear_top1": 0.5, "train/loss": float("nan"), "info/erank": float("inf")}
@@ -141,7 +159,7 @@ def test_non_finite_numbers_in_progress_json_are_stored_as_null(engine: Engine) 
     assert progress.run_info["feature_dim"] == 16
 
 
-def test_points_are_batched_until_a_threshold_or_interval(engine: Engine) -> None:
+def test_points_are_batched_until_a_threshold_or_interval(engine: Engine, rows: AttemptRows) -> None:
     now = [0.0]
     reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=10, flush_interval_s=5.0,
                         clock=lambda: now[0])
@@ -155,3 +173,65 @@ def test_points_are_batched_until_a_threshold_or_interval(engine: Engine) -> Non
     reporter.on_metrics(11, {"train/loss": 1.0})  # the interval flushes
     assert [step for step, _, _ in sql_points(engine, "train/loss")][-2:] == [10, 11]
     assert sql_points(engine, "train/lr") == []  # non-finite values are dropped, not stored as NULL
+
+
+def stored(engine: Engine) -> tuple[list, list]:
+    with engine.connect() as connection:
+        points = connection.execute(select(metric_points).order_by(metric_points.c.name, metric_points.c.step))
+        progress = connection.execute(select(attempt_progress).order_by(attempt_progress.c.attempt_id))
+        return [tuple(row) for row in points], [tuple(row) for row in progress]
+
+
+def test_a_fenced_attempt_writes_nothing_to_sql_or_mlflow(
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
+) -> None:
+    stale = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
+    stale.on_train_start(info(0))
+    emit(stale, range(1, 4), scale=1.0)
+    stale.flush()
+    rows.end(1)  # the service ended attempt 1 (Ray reported it dead) but its trainer lives on
+    rows.start(2)
+    current = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
+    current.on_train_start(info(3))
+    emit(current, range(4, 7), scale=10.0)
+    current.flush()
+    before = stored(engine)
+
+    emit(stale, range(4, 9), scale=1.0)
+    with pytest.raises(AttemptFenced, match="attempt 1 is no longer the current attempt of job 7"):
+        stale.flush()
+    with pytest.raises(AttemptFenced):
+        stale.before_checkpoint_publish(8)
+    assert stored(engine) == before  # neither its points nor its progress row changed
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 7))
+    assert [value for step, value, _ in sql_points(engine, "train/loss") if step > 3] == [40.0, 50.0, 60.0]
+
+
+def test_mlflow_gets_nothing_from_an_attempt_fenced_between_its_commit_and_its_send(
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
+) -> None:
+    class EndedAfterCommit(Reporter):
+        """The service ends attempt 1 (and starts attempt 2) right after this flush's SQL commit."""
+
+        def _send_pending(self) -> None:
+            if ended:
+                rows.end(1)
+                rows.start(2)
+            super()._send_pending()
+
+    ended = False
+    stale = EndedAfterCommit(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
+    stale.on_train_start(info(0))
+    emit(stale, range(1, 4), scale=1.0)
+    stale.flush()
+    emit(stale, range(4, 7), scale=1.0)
+    ended = True
+    with pytest.raises(AttemptFenced):
+        stale.flush()  # steps 4..6 are in SQL (committed while current), not in MLflow
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == [1, 2, 3]
+
+    current = Reporter(engine, job_id=JOB, attempt_id=2, find_tracker=lambda: RunTracker(mlflow_uri, run_id))
+    current.on_train_start(info(3))  # backfills what the stale attempt had committed
+    emit(current, range(4, 9), scale=10.0)
+    current.flush()
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 9))  # every step exactly once
