@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mmae.config import TrainConfig
 
@@ -14,6 +15,19 @@ from mmae.config import TrainConfig
 EXIT_PERMANENT = 3
 # Exit status of a worker that found its attempt fenced (no longer the job's current one): nothing to retry.
 EXIT_FENCED = 4
+
+
+class Scaling(BaseModel):
+    """How many ranks an attempt trains on and what each holds. One worker trains in the entrypoint
+    process itself; more run as a Ray Train ``TorchTrainer`` (``workers.data_parallel``) whose ranks
+    each hold ``num_cpus`` / ``num_gpus``, placed by ``placement``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, gt=0)  # per worker
+    num_gpus: float = Field(default=0.0, ge=0)  # per worker
+    placement: Literal["pack", "spread"] = "pack"
 
 
 class AttemptSpec(BaseModel):
@@ -28,8 +42,8 @@ class AttemptSpec(BaseModel):
     database_url: str
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
-    world_size: int = 1
     heartbeat_interval_s: float = 5.0  # how often the worker's lifeline writes the attempt's heartbeat
+    scaling: Scaling = Scaling()
 
     def write(self, path: Path) -> Path:
         """Write the spec atomically (temporary name, then rename) and return ``path``."""
