@@ -61,8 +61,11 @@ def _spectral_decomposition(k: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(lam > tol_scale * lam.max(), lam, torch.zeros_like(lam)), vec
 
 
-def _to_distribution(weights: Tensor) -> Tensor:
-    """Renormalise non-negative weights to sum to 1; an all-zero vector becomes a point mass."""
+def spectrum_distribution(weights: Tensor) -> Tensor:
+    """Non-negative spectral weights ``[n]`` (eigenvalues or singular values) as a probability vector.
+
+    An all-zero vector becomes a point mass (entropy 0, effective rank 1).
+    """
     total = weights.sum()
     point_mass = torch.zeros_like(weights)
     point_mass[-1] = 1.0
@@ -74,7 +77,7 @@ def normalized_spectrum(k: Tensor) -> Tensor:
 
     For unit-diagonal K this is the spectrum of ``K / n`` used by Def. 3.1.
     """
-    return _to_distribution(_spectral_decomposition(k)[0])
+    return spectrum_distribution(_spectral_decomposition(k)[0])
 
 
 def renyi_entropy_of_spectrum(p: Tensor, alpha: float = 1.0) -> Tensor:
@@ -121,49 +124,97 @@ def mutual_information(k1: Tensor, k2: Tensor, alpha: float = 1.0) -> Tensor:
     return matrix_entropy(k1, alpha) + matrix_entropy(k2, alpha) - joint
 
 
-def effective_rank(a: Tensor) -> Tensor:
-    """Effective rank ``exp(H(sigma / sum sigma))`` of a matrix ``A: [m, n]`` (Def. 5.1, Roy & Vetterli).
+def singular_values(a: Tensor) -> Tensor:
+    """Singular values of ``A: [m, n]``, ``[min(m, n)]`` float64 descending; below-tolerance ones are 0.
 
-    Uses singular values in float64 (below-tolerance ones count as 0). Lies in ``[1, rank A]``; the
-    all-zero matrix gives 1. For unit-diagonal PSD ``K`` this equals ``exp(H_1(K))``; note that
-    ``effective_rank(z)`` of features differs from ``effective_rank(z^T z)`` (sigma vs sigma^2).
+    The tolerance is ``max(m, n) * eps(A's dtype) * sigma_max``, so round-off of the input's own
+    precision never counts as a direction.
     """
     if a.ndim != 2:
         raise ValueError(f"expected a matrix, got shape {tuple(a.shape)}")
-    tol_scale = max(a.shape) * torch.finfo(a.dtype).eps
+    tol_scale = max(a.shape) * torch.finfo(a.dtype if a.is_floating_point() else torch.float64).eps
     sigma = torch.linalg.svdvals(a.to(torch.float64))
-    sigma = torch.where(sigma > tol_scale * sigma.max(), sigma, torch.zeros_like(sigma))
-    return torch.exp(torch.special.entr(_to_distribution(sigma)).sum())
+    return torch.where(sigma > tol_scale * sigma.max(), sigma, torch.zeros_like(sigma))
+
+
+def effective_rank(a: Tensor) -> Tensor:
+    """Effective rank ``exp(H(sigma / sum sigma))`` of a matrix ``A: [m, n]`` (Def. 5.1, Roy & Vetterli).
+
+    Uses ``singular_values`` (float64, below-tolerance ones count as 0). Lies in ``[1, rank A]``; the
+    all-zero matrix gives 1. For unit-diagonal PSD ``K`` this equals ``exp(H_1(K))``; note that
+    ``effective_rank(z)`` of features differs from ``effective_rank(z^T z)`` (sigma vs sigma^2). The
+    paper's Fig. 4 measures ``effective_rank`` of the l2-normalised representations.
+    """
+    return torch.exp(torch.special.entr(spectrum_distribution(singular_values(a))).sum())
 
 
 def total_coding_rate(z: Tensor, mu: float) -> Tensor:
     """Total coding rate ``TCR_mu = logdet(mu I_d + z^T z)`` of ``z: [B, d]`` (Def. 4.8, rows = samples).
 
-    Differentiable. Computed on the smaller side via Sylvester's identity,
-    ``logdet(mu I_d + z^T z) = logdet(mu I_B + z z^T) + (d - B) log mu``, with a Cholesky factor
-    (float64 eigenvalue fallback, eigenvalues clamped at mu, when Cholesky fails for tiny mu; the
-    failure check synchronises with the GPU once per call). Runs with autocast disabled in
-    ``z``'s dtype, upcasting half precision to float32. Requires ``mu > 0``. Returns a 0-dim tensor.
-    The input is used as given: l2-normalise first for the paper's regulariser
+    The paper's convention. Differentiable; computed as ``d log mu + logdet(I + z^T z / mu)`` by
+    ``_logdet_identity_plus_gram`` (smaller side, Cholesky, float64 fallback). Runs with autocast
+    disabled in ``z``'s dtype, upcasting half precision to float32. Requires ``mu > 0``. Returns a
+    0-dim tensor. The input is used as given: l2-normalise first for the paper's regulariser
     (``mmae.losses.tcr_regularizer``).
     """
+    _check_mu(mu)
+    return _logdet_identity_plus_gram(z, 1.0 / mu) + z.shape[1] * math.log(mu)
+
+
+def official_total_coding_rate(z: Tensor, mu: float) -> Tensor:
+    """``logdet(I_d + (mu / d) z^T z)`` of ``z: [B, d]``: TCR in the official M-MAE code's convention.
+
+    yifanzhang-pro/M-MAE ``uniformity_loss_TCR`` (divisor ``d``); the convention behind the paper's
+    tables. Equals ``total_coding_rate(z, equivalent_mu(mu, d)) - d log(d / mu)`` but is computed
+    directly, so no large constant cancels in float32. Same precision, autocast and return rules as
+    ``total_coding_rate``.
+    """
+    _check_mu(mu)
+    return _logdet_identity_plus_gram(z, mu / z.shape[1])
+
+
+def equivalent_mu(mu: float, dim: int) -> float:
+    """The mu of the other TCR convention that gives the same regulariser, for feature width ``dim``.
+
+    ``logdet(I_d + (mu_o / d) Z^T Z) = logdet(mu_p I_d + Z^T Z) - d log mu_p`` with ``mu_p = d / mu_o``
+    (Def. 4.8 vs the official code): the two differ by a constant, so their gradients are identical.
+    The map ``mu -> d / mu`` is its own inverse, so it converts either way (official 1 at d = 192 is
+    paper 192; paper 1 is official 192).
+    """
+    _check_mu(mu)
+    if dim < 1:
+        raise ValueError(f"dim must be a positive feature width, got {dim}")
+    return dim / mu
+
+
+def _check_mu(mu: float) -> None:
     if mu <= 0:
         raise ValueError(f"mu must be positive, got {mu}")
+
+
+def _logdet_identity_plus_gram(z: Tensor, scale: float) -> Tensor:
+    """``logdet(I_d + scale z^T z) = logdet(I_B + scale z z^T)`` (Sylvester) of ``z: [B, d]``, 0-dim.
+
+    The Gram of the smaller side is formed in ``z``'s dtype (half precision upcast to float32) with
+    autocast off; the identity shift and the Cholesky factor run in float64, because rounding
+    ``1 + scale * g`` to float32 would lose the digits of a near-identity logdet (one n x n factor,
+    cheap next to the Gram). The result is cast back to the Gram's dtype. When Cholesky still fails
+    (huge ``scale`` on a collapsed batch) a float64 eigenvalue fallback clamps eigenvalues at 1; the
+    check synchronises with the GPU once per call.
+    """
     dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(device_type=z.device.type, enabled=False):
-        chol, failed = torch.linalg.cholesky_ex(_shifted_small_gram(z.to(dtype), mu))
+        chol, failed = torch.linalg.cholesky_ex(_shifted_small_gram(z.to(dtype), scale))
         if bool(failed.any()):
-            spectrum = torch.linalg.eigvalsh(_shifted_small_gram(z.to(torch.float64), mu))
-            logdet = spectrum.clamp_min(mu).log().sum().to(dtype)
-        else:
-            logdet = 2.0 * chol.diagonal().log().sum()
-        return logdet + max(z.shape[1] - z.shape[0], 0) * math.log(mu)
+            spectrum = torch.linalg.eigvalsh(_shifted_small_gram(z.to(torch.float64), scale))
+            return spectrum.clamp_min(1.0).log().sum().to(dtype)
+        return (2.0 * chol.diagonal().log().sum()).to(dtype)
 
 
-def _shifted_small_gram(z: Tensor, mu: float) -> Tensor:
-    """``mu I + z z^T`` if B < d else ``mu I + z^T z``, for ``z: [B, d]``."""
-    small = z @ z.T if z.shape[0] < z.shape[1] else z.T @ z
-    return small + mu * torch.eye(small.shape[0], dtype=z.dtype, device=z.device)
+def _shifted_small_gram(z: Tensor, scale: float) -> Tensor:
+    """``I + scale z z^T`` if B < d else ``I + scale z^T z``, float64, for ``z: [B, d]`` (Gram in z's dtype)."""
+    small = (z @ z.T if z.shape[0] < z.shape[1] else z.T @ z).to(torch.float64)
+    return scale * small + torch.eye(small.shape[0], dtype=torch.float64, device=z.device)
 
 
 def matrix_kl(k1: Tensor, k2: Tensor) -> Tensor:

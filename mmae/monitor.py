@@ -1,15 +1,19 @@
 """Information monitoring: matrix-information quantities of the features a training step produced.
 
 Cheap enough to leave on: it reuses the step's detached features (no extra forward pass) and takes
-one float64 eigendecomposition per matrix, deriving every entropy from that spectrum.
+one float64 decomposition per matrix, deriving every entropy from that spectrum.
 
 Single branch (MAE family: l2-normalised CLS of the masked pass; Siamese: the online branch z1):
   info/tcr        TCR_mu of the l2-normalised rows (Def. 4.8, in the run's mu convention)
   info/entropy_a1 von Neumann entropy of the batch Gram matrix (Def. 3.1, alpha = 1)
-  info/erank      effective rank of the Gram matrix, exp(info/entropy_a1) (Def. 5.1)
+  info/erank      effective rank of the l2-normalised features [B, d], exp H(sigma / sum sigma)
+                  (Def. 5.1, the quantity of the paper's Fig. 4); at most min(B, d)
+exp(info/entropy_a1) is the Gram-spectrum variant (sigma^2 weights, §5's "exponential of the matrix
+entropy"); it is lower than info/erank and needs no series of its own. One SVD of the normalised
+features gives both: the Gram's eigenvalues are the squared singular values.
 Two branches (Siamese; K1, K2 built from z1 and z2, on both the d x d feature correlation "corr"
 (§3.2) and the B x B Gram "gram"):
-  info/erank_target                 effective rank of branch 2's Gram matrix
+  info/erank_target                 Def. 5.1 effective rank of branch 2's l2-normalised features
   info/mi_{m}_a{1,2}                matrix mutual information (Def. 3.2)
   info/joint_entropy_{m}_a{1,2}     matrix joint entropy H(K1 ∘ K2) (Def. 3.3)
   info/js_{m}                       matrix Jensen-Shannon divergence (Def. C.2)
@@ -30,6 +34,8 @@ from mmae.info import (
     jensen_shannon_of_spectra,
     normalized_spectrum,
     renyi_entropy_of_spectrum,
+    singular_values,
+    spectrum_distribution,
 )
 from mmae.losses import MuConvention, tcr_regularizer
 
@@ -38,14 +44,18 @@ def _entropy(p: Tensor, alpha: float) -> float:
     return renyi_entropy_of_spectrum(p, alpha).item()
 
 
-def gram_spectrum(z: Tensor) -> Tensor:
-    """Normalised spectrum of the Gram matrix of l2-normalised rows of ``z: [B, d]``.
+def feature_singular_values(z: Tensor) -> Tensor:
+    """Singular values ``[min(B, d)]`` (float64) of the l2-normalised rows of ``z: [B, d]``.
 
-    Computed on the smaller side: ``zn zn^T`` [B, B] and ``zn^T zn`` [d, d] share their nonzero
-    eigenvalues, so entropies and effective ranks agree (zero padding changes neither).
+    Def. 5.1's sigma; their squares are the nonzero eigenvalues of the Gram ``zn zn^T`` (Def. 3.1's
+    K). Round-off of ``z``'s own precision counts as 0 (``mmae.info.singular_values``).
     """
-    zn = F.normalize(z.to(torch.float64), dim=1)
-    return normalized_spectrum(zn @ zn.T if zn.shape[0] <= zn.shape[1] else zn.T @ zn)
+    return singular_values(F.normalize(z, dim=1))
+
+
+def effective_rank_of(sigma: Tensor) -> float:
+    """Def. 5.1 from singular values ``[n]``: ``exp H(sigma / sum sigma)``."""
+    return math.exp(_entropy(spectrum_distribution(sigma), 1.0))
 
 
 def pair_metrics(k1: Tensor, k2: Tensor, name: str) -> dict[str, float]:
@@ -75,16 +85,15 @@ class InformationMonitor:
         """views: one [B, d] matrix (single branch) or two (z1, z2) of the same shape."""
         z1 = views[0].float()
         with torch.autocast(device_type=z1.device.type, enabled=False):
-            p1 = gram_spectrum(z1)
-            entropy = _entropy(p1, 1.0)
+            sigma = feature_singular_values(z1)
             values = {
                 "info/tcr": tcr_regularizer(z1, self.mu, self.convention).item(),
-                "info/entropy_a1": entropy,
-                "info/erank": math.exp(entropy),
+                "info/entropy_a1": _entropy(spectrum_distribution(sigma.square()), 1.0),
+                "info/erank": effective_rank_of(sigma),
             }
             if len(views) == 2:
                 z2 = views[1].float()
-                values["info/erank_target"] = math.exp(_entropy(gram_spectrum(z2), 1.0))
+                values["info/erank_target"] = effective_rank_of(feature_singular_values(z2))
                 values.update(pair_metrics(feature_correlation(z1), feature_correlation(z2), "corr"))
                 values.update(pair_metrics(gram_matrix(z1), gram_matrix(z2), "gram"))
         return values

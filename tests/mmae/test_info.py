@@ -158,6 +158,32 @@ def test_total_coding_rate_rejects_non_positive_mu() -> None:
         info.total_coding_rate(torch.ones(2, 2), 0.0)
 
 
+def test_official_total_coding_rate_is_computed_directly() -> None:
+    """logdet(I + (mu/d) z^T z) in float32 without cancelling two ~d log(d/mu) numbers (issue 9)."""
+    z = torch.nn.functional.normalize(random_features(256, 768, seed=20), dim=1)
+    exact = np.linalg.slogdet(np.eye(768) + z.numpy().T @ z.numpy() / 768)[1]
+    value = info.official_total_coding_rate(z.float(), 1.0)
+    assert value.dtype == torch.float32 and value.ndim == 0
+    assert value.item() == pytest.approx(exact, rel=1e-6)
+    cancelled = info.total_coding_rate(z.float(), 768.0) - 768 * math.log(768.0)
+    assert abs(cancelled.item() - exact) > 10 * abs(value.item() - exact)  # what the direct form avoids
+
+
+@pytest.mark.parametrize(("batch", "dim"), [(4, 7), (7, 4)])
+def test_official_total_coding_rate_gradcheck(batch: int, dim: int) -> None:
+    z = random_features(batch, dim, seed=21).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: info.official_total_coding_rate(x, 0.7), (z,))
+
+
+def test_singular_values_ignore_the_inputs_round_off() -> None:
+    gen = torch.Generator().manual_seed(22)
+    z = (torch.randn(64, 3, generator=gen) @ torch.randn(3, 40, generator=gen)).float()  # rank 3 in float32
+    sigma = info.singular_values(z)
+    assert sigma.dtype == torch.float64 and sigma.shape == (40,)
+    assert int((sigma > 0).sum()) == 3
+    np.testing.assert_allclose(sigma[:3].numpy(), np.linalg.svd(z.double().numpy(), compute_uv=False)[:3], rtol=1e-6)
+
+
 def test_matrix_kl_matches_matrix_logarithms() -> None:
     k1 = info.feature_correlation(random_features(30, 6, seed=10))
     k2 = info.feature_correlation(random_features(30, 6, seed=11))

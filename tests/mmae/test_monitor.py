@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from mmae.callbacks import Callback
-from mmae.info import effective_rank, gram_matrix, matrix_entropy, matrix_js, mutual_information
+from mmae.info import gram_matrix, matrix_entropy, matrix_js, mutual_information
 from mmae.monitor import InformationMonitor
 from mmae.train import fit
 
@@ -45,15 +46,44 @@ def test_all_metrics_present_and_finite(make):
     assert all(math.isfinite(v) for v in (*single.values(), *pair.values()))
 
 
+def direct_erank(z: torch.Tensor) -> float:
+    """Def. 5.1 by hand: numpy SVD of the l2-normalised rows, exp of the Shannon entropy of sigma / sum."""
+    rows = z.double().numpy()
+    sigma = np.linalg.svd(rows / np.linalg.norm(rows, axis=1, keepdims=True), compute_uv=False)
+    p = sigma / sigma.sum()
+    return math.exp(-sum(pi * math.log(pi) for pi in p if pi > 0))
+
+
 def test_single_branch_values_match_the_definitions():
     z = torch.randn(48, 16, generator=torch.Generator().manual_seed(1))
     values = InformationMonitor(mu=2.0, convention="paper")((z,))
     k = gram_matrix(z)
     assert values["info/entropy_a1"] == pytest.approx(matrix_entropy(k).item(), rel=1e-9)
-    assert values["info/erank"] == pytest.approx(effective_rank(k).item(), rel=1e-9)
+    assert values["info/erank"] == pytest.approx(direct_erank(z), rel=1e-6)
+    assert values["info/erank"] > math.exp(values["info/entropy_a1"])  # sigma weights spread more than sigma^2
     zn = torch.nn.functional.normalize(z.double(), dim=1)
     tcr = torch.logdet(2.0 * torch.eye(16, dtype=torch.float64) + zn.T @ zn).item()
     assert values["info/tcr"] == pytest.approx(tcr, rel=1e-5)
+
+
+@pytest.mark.parametrize(("batch", "dim"), [(256, 192), (64, 128), (200, 64)])
+def test_erank_is_def_5_1_of_the_normalised_features(batch, dim):
+    gen = torch.Generator().manual_seed(batch + dim)
+    z = torch.randn(batch, dim, generator=gen) * (torch.rand(dim, generator=gen) ** 2 + 0.01)  # anisotropic
+    z = z * torch.rand(batch, 1, generator=gen) * 50  # row norms must not matter
+    target = z + 0.5 * torch.randn(batch, dim, generator=gen)
+    values = InformationMonitor(mu=1.0, convention="official")((z, target))
+    assert values["info/erank"] == pytest.approx(direct_erank(z), rel=1e-6)
+    assert values["info/erank_target"] == pytest.approx(direct_erank(target), rel=1e-6)
+    assert 1.0 < values["info/erank"] < min(batch, dim)
+
+
+def test_erank_counts_the_directions_of_low_rank_float32_features():
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(128, 3, generator=gen) @ torch.linalg.qr(torch.randn(64, 3, generator=gen))[0].T
+    values = InformationMonitor(mu=1.0, convention="paper")((z,))
+    assert values["info/erank"] <= 3.0 + 1e-9  # float32 round-off adds no directions
+    assert values["info/erank"] == pytest.approx(direct_erank(z), rel=1e-5)
 
 
 def test_pair_values_match_the_definitions():
