@@ -68,13 +68,16 @@ class LossConfig(StrictModel):
     temperature: float = Field(default=0.5, gt=0.0)  # simclr: InfoNCE temperature
     spectral_lambda: float = Field(default=1.0, ge=0.0)  # spectral: weight of Eq. 2's off-diagonal term
     barlow_lambda: float = Field(default=0.0051, ge=0.0)  # barlow_twins: weight of Eq. 3's off-diagonal term
-    # umae: gamma of the paper's sum-form uniformity term; U-MAE's reference (lamb=0.01, tau=0.1) equals
-    # gamma = 1/B^2, i.e. ~1.5e-5 at batch 256 (see mmae.losses.umae)
-    uniformity_gamma: float = Field(default=1.5e-5, ge=0.0)
+    # umae: lambda of the U-MAE baseline the paper compares against (M-MAE repo uniformity_loss_square,
+    # lamb = 0.01): lambda * mean over the B x B Gram of (zhat_i^T zhat_j)^2. The loss divides its
+    # sum-form penalty by B^2 (B = the rows it penalises), i.e. the paper's gamma = lambda / B^2
+    uniformity_lambda: float = Field(default=0.01, ge=0.0)
     tcr_lambda: float = Field(default=0.01, ge=0.0)  # mmae: lambda of Eq. 11
-    mu: float = Field(default=1.0, gt=0.0)  # mmae: mu of TCR_mu
-    # mmae: "paper" = logdet(mu I + Z^T Z) (Def. 4.8); "official" = logdet(I + (mu/d) Z^T Z) (M-MAE repo)
-    mu_convention: Literal["paper", "official"] = "paper"
+    mu: float = Field(default=1.0, gt=0.0)  # mmae: mu of TCR_mu in mu_convention's units (mmae.info.equivalent_mu)
+    # mmae: "official" = logdet(I + (mu/d) Z^T Z), the M-MAE repo's form: the convention behind the paper's
+    # tables (mu = 1 for ViT-B, 3 for ViT-L, Table 2's sweep). "paper" = logdet(mu I + Z^T Z) (Def. 4.8);
+    # paper mu = d / official mu. Stored configs carry it explicitly, so no old run changes convention.
+    mu_convention: Literal["paper", "official"] = "official"
     byol_momentum: float = Field(default=0.99, ge=0.0, le=1.0)  # byol: base EMA momentum (cosine to 1)
 
 
@@ -119,6 +122,26 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     monitor: MonitorConfig = MonitorConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_uniformity_gamma(cls, data: Any) -> Any:
+        """Read a config stored before ``loss.uniformity_lambda`` existed as the same run.
+
+        Those carry an absolute ``loss.uniformity_gamma`` on the sum-form penalty of a single-process
+        batch of ``data.batch_size`` rows, so ``gamma * B^2`` is exactly their lambda.
+        """
+        loss = data.get("loss") if isinstance(data, dict) else None
+        if not isinstance(loss, dict) or "uniformity_gamma" not in loss:
+            return data
+        if "uniformity_lambda" in loss:
+            raise ValueError("set loss.uniformity_lambda only: loss.uniformity_gamma is its old absolute form")
+        batch = (data.get("data") or {}).get("batch_size", DataConfig.model_fields["batch_size"].default)
+        gamma = loss["uniformity_gamma"]
+        if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in (gamma, batch)):
+            raise ValueError("loss.uniformity_gamma and data.batch_size must be numbers")
+        rest = {key: value for key, value in loss.items() if key != "uniformity_gamma"}
+        return data | {"loss": rest | {"uniformity_lambda": gamma * batch**2}}
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

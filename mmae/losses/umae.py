@@ -14,11 +14,12 @@ def uniformity_penalty(z: Tensor) -> Tensor:
     ``||zhat^T zhat||_F^2 - sum_i ||zhat_i||^4`` on the smaller side, in float32 or float64 with
     autocast disabled (half precision would cancel catastrophically against the diagonal).
 
-    Reference code conventions: zhangq327/U-MAE ``uniformity_loss(features, tau=0.1)`` takes the
-    MEAN over all B x B entries including the diagonal of ``(zhat_i^T zhat_j / tau)^2``, i.e.
-    ``(this + B) / (tau^2 B^2)``, so their coefficient ``lamb`` corresponds to
-    ``gamma = lamb / (tau^2 B^2)`` here (B = global batch after their all-gather) plus a constant;
-    yifanzhang-pro/M-MAE's ``uniformity_loss_square`` is the same without tau.
+    The U-MAE baseline of the paper's comparisons (yifanzhang-pro/M-MAE ``uniformity_loss_square``,
+    ``lamb = 0.01``) takes ``lamb`` times the MEAN over all B x B entries, diagonal included, of
+    ``(zhat_i^T zhat_j)^2`` (B = global batch after its all-gather), i.e. ``lamb * (this + B) / B^2``:
+    gamma = lamb / B^2 plus a constant, so the objective weighs this by ``loss.uniformity_lambda / B^2``
+    (at B = 256, gamma = 1.5e-7). zhangq327/U-MAE's ``uniformity_loss(features, tau=0.1)`` also divides
+    the similarities by tau (gamma = lamb / (tau^2 B^2)); the baseline has no tau.
     """
     dtype = z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32
     with torch.autocast(device_type=z.device.type, enabled=False):
