@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from service.states import AttemptStatus, JobStatus
+from workers.spec import Scaling
 from workers.tables import attempt_progress, metadata, metric_points
 
 HEADLINE_METRIC = "eval/linear_top1"  # the offline linear probe's top-1 accuracy: a job's headline result
@@ -70,8 +72,12 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=2)
     retries_used: Mapped[int] = mapped_column(Integer, default=0)
-    num_cpus: Mapped[float] = mapped_column(Float, default=1.0)
-    num_gpus: Mapped[float] = mapped_column(Float, default=0.0)
+    # A job trains on ``workers`` data-parallel ranks (Ray Train), each holding num_cpus and num_gpus,
+    # placed by ``placement`` (pack | spread); one worker trains in the Ray Jobs entrypoint itself.
+    workers: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    num_cpus: Mapped[float] = mapped_column(Float, default=1.0)  # per worker
+    num_gpus: Mapped[float] = mapped_column(Float, default=0.0)  # per worker
+    placement: Mapped[str] = mapped_column(String(16), default="pack", server_default="pack")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # final metrics
@@ -95,6 +101,23 @@ class Job(Base):
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="jobs")
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", order_by="Attempt.number")
+
+    @hybrid_property
+    def cpus_held(self) -> float:
+        """CPUs the job holds while active, all workers together (in SQL too: ``sum(Job.cpus_held)``)."""
+        return self.workers * self.num_cpus
+
+    @hybrid_property
+    def gpus_held(self) -> float:
+        """GPUs the job holds while active, all workers together (in SQL too: ``sum(Job.gpus_held)``)."""
+        return self.workers * self.num_gpus
+
+    @property
+    def scaling(self) -> Scaling:
+        """What the job's attempts ask Ray for: the workers, each one's CPUs and GPUs, their placement."""
+        return Scaling(
+            workers=self.workers, num_cpus=self.num_cpus, num_gpus=self.num_gpus, placement=self.placement
+        )
 
     def record_summary(self, summary: dict[str, Any] | None) -> None:
         """Store the final metrics (finite numbers, or None to clear them) and their headline column."""

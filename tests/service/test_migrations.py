@@ -95,3 +95,26 @@ def test_jobs_from_before_0002_keep_their_run_dir_and_get_headline_and_params(em
         assert params["loss.mu"] == 3.0 and params["steps"] == 30 and params["data.dataset"] is None
     finally:
         engine.dispose()
+
+
+def test_jobs_from_before_0003_read_as_one_packed_worker(empty_database: str) -> None:
+    engine = make_engine(empty_database)
+    config = alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            connection.execute(
+                text(
+                    "INSERT INTO jobs (id, name, status, method, config, config_hash, priority, max_retries,"
+                    " retries_used, num_cpus, num_gpus, tags, created_at, queued_at) VALUES (7, 'old', 'queued',"
+                    " 'mmae', '{}', 'h', 0, 2, 0, 2, 0.5, '[]', :now, :now)"
+                ),
+                {"now": datetime.now(UTC)},
+            )
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT workers, num_cpus, num_gpus, placement FROM jobs WHERE id = 7")).one()
+        assert tuple(row) == (1, 2.0, 0.5, "pack"), "per-worker resources of the one worker it always had"
+    finally:
+        engine.dispose()
