@@ -105,7 +105,9 @@ def submit_command(args: argparse.Namespace) -> int:
         "config": config.model_dump(mode="json"),
         "priority": args.priority,
         "max_retries": args.max_retries,
-        "resources": {"num_cpus": args.cpus, "num_gpus": args.gpus},
+        "resources": {
+            "num_cpus": args.cpus, "num_gpus": args.gpus, "workers": args.workers, "placement": args.placement
+        },
         "tags": args.tags,
     }
     client = ApiClient()
@@ -262,8 +264,13 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--wait", action="store_true", help="follow it; exit 0 only if it succeeds")
     submit.add_argument("--name")
     submit.add_argument("--priority", type=int, default=0)
-    submit.add_argument("--cpus", type=float, default=1.0)
-    submit.add_argument("--gpus", type=float, default=0.0)
+    submit.add_argument("--workers", type=int, default=1, help="data-parallel workers (default 1)")
+    submit.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker (default 1)")
+    submit.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker (default 0)")
+    submit.add_argument(
+        "--placement", choices=("pack", "spread"), default="pack",
+        help="pack the workers on as few nodes as possible, or spread them (default pack)",
+    )
     submit.add_argument("--max-retries", type=int, default=2)
     submit.add_argument("--tag", dest="tags", action="append", default=[])
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

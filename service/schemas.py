@@ -46,8 +46,15 @@ class RequestModel(BaseModel):
 
 
 class Resources(RequestModel):
-    num_cpus: float = Field(default=1.0, gt=0, le=1024)
-    num_gpus: float = Field(default=0.0, ge=0, le=64)
+    """What a job asks of the cluster: ``workers`` data-parallel ranks (Ray Train when more than one),
+    each holding ``num_cpus`` and ``num_gpus``, placed by ``placement`` (``pack``: as few nodes as
+    possible; ``spread``: as many). ``config.data.batch_size`` is the global batch, split evenly over
+    the workers."""
+
+    num_cpus: float = Field(default=1.0, gt=0, le=1024)  # per worker
+    num_gpus: float = Field(default=0.0, ge=0, le=64)  # per worker
+    workers: int = Field(default=1, ge=1, le=256)
+    placement: Literal["pack", "spread"] = "pack"
 
 
 class JobCreate(RequestModel):
@@ -140,12 +147,19 @@ class AttemptOut(BaseModel):
 
 
 class Collapse(BaseModel):
-    """Dimensional-collapse flag: effective rank below ``fraction`` x feature dimension."""
+    """The collapse alarm: the newest Def. 5.1 effective rank of the monitored features ``[B, d]`` below
+    ``fraction`` x ``rank_bound``, where ``rank_bound = min(B, d)`` is the most directions a batch can span.
+
+    ``collapsed`` is None until the run reports an effective rank, and for runs that recorded no batch
+    size (their ``info/erank`` predates Def. 5.1, so this rule does not apply to it).
+    """
 
     erank: float | None = None
-    feature_dim: int | None = None
+    batch_size: int | None = None  # B: rows of the monitored matrix (the global batch)
+    feature_dim: int | None = None  # d: width of the monitored features
+    rank_bound: int | None = None  # min(B, d)
     fraction: float
-    threshold: float | None = None
+    threshold: float | None = None  # fraction * rank_bound
     collapsed: bool | None = None
 
 

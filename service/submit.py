@@ -2,6 +2,8 @@
 
 A create with an ``Idempotency-Key`` already seen returns the row it created the first time. A sweep
 resubmitted with the same name and the same cells (by config hash) returns the existing sweep.
+Before any row is written, every config (each sweep cell's, after its overrides) is checked against
+the resources: its global batch must split evenly over the workers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig, config_hash
+from service.errors import validation_error
 from service.models import Job, Sweep
 from service.run_params import key_params
 from service.schemas import JobCreate, Resources, SweepCreate
@@ -25,6 +28,7 @@ Row = TypeVar("Row", Job, Sweep)
 
 def create_job(session: Session, request: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
     """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key)."""
+    _check_batch_split(request.config, request.resources)
     existing = _by_key(session, Job, idempotency_key)
     if existing is not None:
         return existing, False
@@ -40,6 +44,8 @@ def create_sweep(
     session: Session, request: SweepCreate, cells: list[Cell], idempotency_key: str | None
 ) -> tuple[Sweep, bool]:
     """Insert a sweep and one queued job per cell; returns ``(sweep, created)``."""
+    for cell in cells:
+        _check_batch_split(cell.config, request.resources, cell.params)
     existing = _by_key(session, Sweep, idempotency_key) or _same_sweep(session, request.name, cells)
     if existing is not None:
         return existing, False
@@ -68,6 +74,22 @@ def create_sweep(
     return _commit_or_replay(session, sweep, lambda: _by_key(session, Sweep, idempotency_key))
 
 
+def _check_batch_split(
+    config: TrainConfig, resources: Resources, cell_params: dict[str, object] | None = None
+) -> None:
+    """Raise a 422 at ``resources.workers`` naming both numbers (and the sweep cell's params) when the
+    global batch ``config.data.batch_size`` does not split evenly over ``resources.workers`` ranks."""
+    batch_size, workers = config.data.batch_size, resources.workers
+    if batch_size % workers == 0:
+        return
+    cell = f"sweep cell {cell_params}: " if cell_params is not None else ""
+    raise validation_error(
+        ("body", "resources", "workers"),
+        f"{cell}config.data.batch_size {batch_size} is not divisible by resources.workers {workers} "
+        "(every worker takes an equal share of the global batch)",
+    )
+
+
 def _new_job(
     config: TrainConfig,
     name: str | None,
@@ -87,8 +109,10 @@ def _new_job(
         config_hash=digest,
         priority=priority,
         max_retries=max_retries,
+        workers=resources.workers,
         num_cpus=resources.num_cpus,
         num_gpus=resources.num_gpus,
+        placement=resources.placement,
         tags=list(tags),
     )
 

@@ -29,7 +29,7 @@ def test_create_returns_the_full_job(submit: Submit) -> None:
     )
     assert job["id"] >= 1 and job["name"] == "first" and job["status"] == "queued"
     assert job["method"] == "mmae" and job["priority"] == 5 and job["max_retries"] == 2
-    assert job["resources"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+    assert job["resources"] == {"num_cpus": 2.0, "num_gpus": 0.5, "workers": 1, "placement": "pack"}
     assert job["tags"] == ["baseline", "mu=1"]
     assert job["config"]["steps"] == 30 and job["config"]["loss"]["mu"] == 1.0, "defaults filled in"
     assert len(job["config_hash"]) == 16
@@ -38,6 +38,16 @@ def test_create_returns_the_full_job(submit: Submit) -> None:
     assert job["attempts"] == [] and job["summary"] == {}
     assert job["collapse"]["fraction"] == 0.1 and job["collapse"]["collapsed"] is None
     assert job["created_at"].endswith("Z") or job["created_at"].endswith("+00:00")
+
+
+def test_a_data_parallel_job_stores_and_echoes_its_per_worker_resources(client: TestClient, submit: Submit) -> None:
+    resources = {"num_cpus": 2.0, "num_gpus": 1.0, "workers": 4, "placement": "spread"}
+    job = submit(resources=resources)
+    assert job["resources"] == resources
+    assert client.get("/api/jobs").json()["items"][0]["resources"] == resources
+    with session_scope(client.app.state.session_factory) as session:
+        stored = session.get(Job, job["id"])
+        assert (stored.workers, stored.cpus_held, stored.gpus_held, stored.placement) == (4, 8.0, 4.0, "spread")
 
 
 def test_unnamed_jobs_get_a_descriptive_name(submit: Submit) -> None:

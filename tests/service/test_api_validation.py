@@ -44,6 +44,36 @@ JOB_CASES: list[tuple[str, Any, tuple[Any, ...], str]] = [
         "greater than 0",
     ),
     ("unknown resource", {**GOOD, "resources": {"tpus": 1}}, ("body", "resources", "tpus"), "Extra inputs"),
+    (
+        "zero workers",
+        {**GOOD, "resources": {"workers": 0}},
+        ("body", "resources", "workers"),
+        "greater than or equal to 1",
+    ),
+    (
+        "too many workers",
+        {**GOOD, "resources": {"workers": 257}},
+        ("body", "resources", "workers"),
+        "less than or equal to 256",
+    ),
+    (
+        "fractional workers",
+        {**GOOD, "resources": {"workers": 1.5}},
+        ("body", "resources", "workers"),
+        "fractional part",
+    ),
+    (
+        "unknown placement",
+        {**GOOD, "resources": {"placement": "strict_spread"}},
+        ("body", "resources", "placement"),
+        "'pack' or 'spread'",
+    ),
+    (
+        "batch not divisible by the workers",
+        {"config": {"data": {"batch_size": 64}}, "resources": {"workers": 3}},
+        ("body", "resources", "workers"),
+        "config.data.batch_size 64 is not divisible by resources.workers 3",
+    ),
     ("bad tag", {**GOOD, "tags": ["has space"]}, ("body", "tags", 0), "match pattern"),
     ("tag not a string", {**GOOD, "tags": [3]}, ("body", "tags", 0), "valid string"),
     ("empty name", {**GOOD, "name": "  "}, ("body", "name"), "at least 1"),
@@ -85,6 +115,23 @@ def test_lone_surrogates_are_located(client: TestClient) -> None:
     raw = '{"config": {"data": {"root": "x\\udfff"}}}'
     response = client.post("/api/jobs", content=raw, headers={"content-type": "application/json"})
     assert response.json()["detail"][0]["loc"] == ["body", "config", "data", "root"]
+
+
+def test_a_sweep_cell_whose_batch_does_not_split_names_the_cell_and_creates_nothing(client: TestClient) -> None:
+    body = {
+        "name": "batches",
+        "base_config": {"data": {"batch_size": 64}},
+        "parameters": {"data.batch_size": {"values": [64, 66]}, "loss.mu": {"values": [1.0]}},
+        "resources": {"workers": 4},
+    }
+    response = client.post("/api/sweeps", json=body)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "resources", "workers"]
+    assert error["msg"].startswith("sweep cell {'data.batch_size': 66, 'loss.mu': 1.0}: ")
+    assert "config.data.batch_size 66 is not divisible by resources.workers 4" in error["msg"]
+    assert client.get("/api/sweeps").json()["total"] == 0
+    assert client.get("/api/jobs").json()["total"] == 0
 
 
 QUERY_CASES: list[tuple[str, str, dict[str, Any], tuple[Any, ...]]] = [

@@ -100,6 +100,21 @@ def test_submit_status_logs_cancel(api: str, cli: Cli, job_file: Path) -> None:
     assert code == 0 and out.strip() == "job 1: cancelled"
 
 
+def test_submit_asks_for_workers_each_with_its_cpus_and_gpus(
+    api: str, cli: Cli, settings: Settings, job_file: Path
+) -> None:
+    argv = ("submit", str(job_file), "--workers", "4", "--cpus", "2", "--gpus", "0.5", "--placement", "spread")
+    code, out, _ = cli(*argv)
+    assert code == 0 and out.strip() == "job 1 queued: tiny"
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            job = session.scalar(select(Job))
+            assert (job.workers, job.num_cpus, job.num_gpus, job.placement) == (4, 2.0, 0.5, "spread")
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -112,6 +127,13 @@ def test_submit_status_logs_cancel(api: str, cli: Cli, job_file: Path) -> None:
             ("submit", "{job}", "--gpus", "-1"),
             "resources.num_gpus: Input should be greater than or equal to 0",
         ),
+        (("submit", "{job}", "--workers", "0"), "resources.workers: Input should be greater than or equal to 1"),
+        (
+            ("submit", "{job}", "--workers", "3"),
+            "resources.workers: config.data.batch_size 32 is not divisible by resources.workers 3",
+        ),
+        (("submit", "{job}", "--placement", "scatter"), "argument --placement: invalid choice: 'scatter'"),
+        (("submit", "{job}", "--workers", "two"), "argument --workers: invalid int value: 'two'"),
         (("status", "999"), "job 999 not found"),
         (("cancel", "999"), "job 999 not found"),
         (("logs", "999"), "job 999 not found"),
