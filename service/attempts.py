@@ -78,7 +78,7 @@ def submit(
     """
     path = write_spec(settings, job, attempt)
     try:
-        ray.submit(attempt.ray_submission_id, path, num_cpus=job.num_cpus, num_gpus=job.num_gpus)
+        ray.submit(attempt.ray_submission_id, path, job.scaling)
     except RuntimeError as error:
         reason = f"Ray rejected the submission: {error}"
         end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
@@ -96,6 +96,7 @@ def write_spec(settings: Settings, job: Job, attempt: Attempt) -> Path:
         mlflow_tracking_uri=settings.resolved_mlflow_uri,
         mlflow_run_id=job.mlflow_run_id,
         heartbeat_interval_s=settings.heartbeat_interval_s,
+        scaling=job.scaling,
     )
     return spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
 

@@ -1,7 +1,9 @@
 """Thin adapter over the Ray Jobs REST API: one Ray job per attempt, plus cluster resources and logs.
 
-Each attempt runs as ``exec python -m workers.run --spec PATH`` with the job's ``entrypoint_num_cpus``
-and ``entrypoint_num_gpus`` (fractions allowed). Ray's job supervisor stops a job with SIGTERM and
+Each attempt runs as ``exec python -m workers.run --spec PATH``; a one-worker attempt trains in
+that entrypoint, which asks for the worker's ``entrypoint_num_cpus`` and ``entrypoint_num_gpus``
+(fractions allowed), while a multi-worker one's entrypoint only drives a Ray Train ``TorchTrainer``
+whose ranks hold the resources, so it asks for none. Ray's job supervisor stops a job with SIGTERM and
 waits ``RAY_JOB_STOP_WAIT_TIME_S`` before SIGKILL; that wait is set per submission (through the
 job's runtime_env, which the supervisor inherits) to ``stop_grace_s`` so the trainer can
 checkpoint, on any cluster. The calls go to the documented HTTP endpoints that Ray's
@@ -25,6 +27,7 @@ import httpx
 
 from service import ray_head
 from service.settings import Settings
+from workers.spec import Scaling
 
 LOCAL_ADDRESS = "http://127.0.0.1:8265"
 
@@ -116,18 +119,21 @@ class RayClient:
             self._probe = (now, ray_head.is_up(self.address))
         return self._probe[1]
 
-    def submit(self, submission_id: str, spec_path: Path, *, num_cpus: float, num_gpus: float) -> None:
-        """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``.
+    def submit(self, submission_id: str, spec_path: Path, scaling: Scaling) -> None:
+        """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``, reserving one
+        worker's CPUs and GPUs for the entrypoint when it trains itself (``scaling.workers == 1``) and
+        nothing when it only coordinates Ray Train workers.
 
         Ray runs an entrypoint through a shell; ``exec`` replaces the shell with the trainer, so the
         process Ray watches, signals and reports on is the trainer itself, never a wrapper whose
         death would orphan it.
         """
+        trains_itself = scaling.workers == 1
         body = {
             "entrypoint": "exec " + shlex.join([self.python, "-m", "workers.run", "--spec", str(spec_path)]),
             "submission_id": submission_id,
-            "entrypoint_num_cpus": num_cpus,
-            "entrypoint_num_gpus": num_gpus,
+            "entrypoint_num_cpus": scaling.num_cpus if trains_itself else 0,
+            "entrypoint_num_gpus": scaling.num_gpus if trains_itself else 0,
             "runtime_env": {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s))}},
         }
         _checked(self._request("POST", "/api/jobs/", json=body))

@@ -1,9 +1,10 @@
 """The queue in our database, over a Ray cluster that has none: admission, reconciliation, cancel, retry.
 
 Admission takes queued jobs by priority (highest first), then FIFO, and starts each whose CPUs and
-GPUs fit in Ray's cluster totals minus what our active jobs hold. A job that does not fit still
-reserves its share, so smaller jobs behind it cannot starve it; a job no single node could ever
-hold fails at once; a sweep never runs more than ``max_concurrency`` cells. Reconciliation reads
+GPUs (``workers`` x per-worker) fit in Ray's cluster totals minus what our active jobs hold. A job
+that does not fit still reserves its share, so smaller jobs behind it cannot starve it; a job whose
+workers the cluster's alive nodes could never all hold fails at once; a sweep never runs more than
+``max_concurrency`` cells. Reconciliation reads
 Ray's status of every live attempt and drives the state machine, retrying dead workers from their
 last checkpoint. Both are plain functions on a Session; ``SchedulerLoop`` drives them from the
 API's lifespan (in the one process that holds the scheduler lease, see ``service.leader``). Ray's cluster
@@ -17,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -63,9 +65,9 @@ def admit_queued(session: Session, ray: RayClient, settings: Settings, tracker: 
         limit = job.sweep.max_concurrency if job.sweep else None
         if limit is not None and per_sweep[job.sweep_id] >= limit:
             continue
-        fits = job.num_cpus <= free["CPU"] + EPSILON and job.num_gpus <= free["GPU"] + EPSILON
-        free["CPU"] -= job.num_cpus  # taken, or reserved so the jobs behind cannot starve it
-        free["GPU"] -= job.num_gpus
+        fits = job.cpus_held <= free["CPU"] + EPSILON and job.gpus_held <= free["GPU"] + EPSILON
+        free["CPU"] -= job.cpus_held  # taken, or reserved so the jobs behind cannot starve it
+        free["GPU"] -= job.gpus_held
         if fits:
             start_attempt(session, job, ray, settings, tracker)
             per_sweep[job.sweep_id] += 1
@@ -74,25 +76,48 @@ def admit_queued(session: Session, ray: RayClient, settings: Settings, tracker: 
 
 
 def _free(session: Session, cluster: ClusterResources) -> dict[str, float]:
-    """Cluster totals minus the CPUs and GPUs our active jobs hold."""
-    held = session.execute(select(Job.num_cpus, Job.num_gpus).where(Job.status.in_(ACTIVE))).all()
-    return {
-        "CPU": cluster.total.get("CPU", 0.0) - sum(cpus for cpus, _ in held),
-        "GPU": cluster.total.get("GPU", 0.0) - sum(gpus for _, gpus in held),
-    }
+    """Cluster totals minus the CPUs and GPUs our active jobs hold (all of each job's workers)."""
+    cpus, gpus = session.execute(
+        select(func.coalesce(func.sum(Job.cpus_held), 0.0), func.coalesce(func.sum(Job.gpus_held), 0.0)).where(
+            Job.status.in_(ACTIVE)
+        )
+    ).one()
+    return {"CPU": cluster.total.get("CPU", 0.0) - cpus, "GPU": cluster.total.get("GPU", 0.0) - gpus}
 
 
 def _never_fits(job: Job, cluster: ClusterResources) -> str | None:
-    """Why no node of the cluster could ever run ``job``, or None when one could."""
+    """Why the cluster's alive nodes could never hold all of ``job``'s workers at once, or None when they
+    could (or Ray reports no nodes yet). Placement does not change the answer: Ray Train's PACK and
+    SPREAD are preferences, and either places workers wherever they fit."""
     if not cluster.nodes:
         return None
-    cpus, gpus = cluster.largest("CPU"), cluster.largest("GPU")
-    if job.num_cpus <= cpus + EPSILON and job.num_gpus <= gpus + EPSILON:
+    places = worker_places(cluster, job.num_cpus, job.num_gpus)
+    if places >= job.workers:
         return None
+    need = f"{job.num_cpus:g} CPU and {job.num_gpus:g} GPU"
+    if job.workers == 1:
+        return (
+            f"can never fit: the job needs {need} on one node, but no Ray node has that much (the most "
+            f"any node has: {cluster.largest('CPU'):g} CPU, {cluster.largest('GPU'):g} GPU)"
+        )
     return (
-        f"can never fit: the job needs {job.num_cpus:g} CPU and {job.num_gpus:g} GPU on one node, "
-        f"but the largest Ray node has {cpus:g} CPU and {gpus:g} GPU"
+        f"can never fit: the job needs {job.workers} workers x {need}, but the cluster's "
+        f"{len(cluster.nodes)} Ray node(s) can place at most {places}"
     )
+
+
+def worker_places(cluster: ClusterResources, num_cpus: float, num_gpus: float) -> float:
+    """How many workers of ``num_cpus`` and ``num_gpus`` each the alive nodes could hold at once: the sum
+    over nodes of ``_node_places``."""
+    return sum(_node_places(node["resources"], num_cpus, num_gpus) for node in cluster.nodes)
+
+
+def _node_places(resources: dict[str, float], num_cpus: float, num_gpus: float) -> float:
+    """Whole workers one node of ``resources`` (its totals) holds: the fewest any resource allows, a
+    resource the worker does not need limiting nothing (``inf`` when it needs none)."""
+    needs = (("CPU", num_cpus), ("GPU", num_gpus))
+    limits = [math.floor(resources.get(name, 0.0) / need + EPSILON) for name, need in needs if need > 0]
+    return min(limits, default=math.inf)
 
 
 def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:

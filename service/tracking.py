@@ -2,12 +2,13 @@
 
 Runs are addressed by explicit id through ``MlflowClient`` (never the fluent global run). A job's
 run carries the flattened config as params (``log_batch`` takes at most 100 per call) and the tags
-that identify an experiment: config_hash, package version, mu_convention, world_size, seed. A
-sweep cell's run is tagged ``mlflow.parentRunId`` with its sweep's run. A job's run is also tagged
-with the name of the job's run directory (unique per job), so opening it is idempotent: a run created
-by an API process that died before recording its id is found again, not doubled. With a local ``sqlite://``
-store, artifacts go under ``data_dir/mlartifacts`` (MLflow's default would be ``./mlruns`` of
-whatever directory the process runs in); a tracking server serves its own artifacts.
+that identify an experiment: config_hash, package version, mu_convention, world_size (the job's
+workers, one rank each), seed. A sweep cell's run is tagged ``mlflow.parentRunId`` with its sweep's
+run. A job's run is also tagged with the name of the job's run directory (unique per job), so opening
+it is idempotent: a run created by an API process that died before recording its id is found again,
+not doubled. With a local ``sqlite://`` store, artifacts go under ``data_dir/mlartifacts`` (MLflow's
+default would be ``./mlruns`` of whatever directory the process runs in); a tracking server serves its
+own artifacts.
 """
 
 from __future__ import annotations
@@ -82,12 +83,15 @@ class Tracker:
             "config_hash": job.config_hash,
             "mmae_version": __version__,
             "mu_convention": config.loss.mu_convention,
-            "world_size": "1",
+            "world_size": str(job.workers),
             "seed": str(config.seed),
             "method": config.method,
             "mmae.job_id": str(job.id),
             "mmae.run_dir": str(job.run_dir_name),
-            "mmae.resources": f"cpus={job.num_cpus:g} gpus={job.num_gpus:g}",
+            "mmae.resources": (
+                f"workers={job.workers} cpus_per_worker={job.num_cpus:g} gpus_per_worker={job.num_gpus:g} "
+                f"placement={job.placement}"
+            ),
         }
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from service import ray_head
 from service.ray_client import RayClient, RayUnavailable
 from service.settings import Settings
+from workers.spec import Scaling
 
 
 @pytest.mark.ray
@@ -26,6 +28,27 @@ def test_a_running_head_is_reused_not_restarted(ray_cluster: str, tmp_path: Path
     assert resources.largest("CPU") == 4.0 and resources.largest("GPU") == 0.0
     assert client.status("mmae-attempt-unknown") is None
     assert client.logs("mmae-attempt-unknown") == ""
+
+
+@pytest.mark.ray
+def test_only_a_one_worker_entrypoint_asks_ray_for_the_workers_resources(ray_cluster: str, tmp_path: Path) -> None:
+    """On a 4-CPU head, an entrypoint asking for 64 CPUs waits in PENDING; a multi-worker attempt's
+    entrypoint asks for none (its Ray Train workers hold the resources), so Ray starts it at once."""
+    client = RayClient(ray_cluster, start_local=False, stop_grace_s=1)
+    suffix = tmp_path.name[-8:]
+    trains_itself, coordinates = f"mmae-test-one-{suffix}", f"mmae-test-two-{suffix}"
+    spec = tmp_path / "absent.json"  # the entrypoint fails once started: only where it waits matters here
+    client.submit(trains_itself, spec, Scaling(workers=1, num_cpus=64))
+    client.submit(coordinates, spec, Scaling(workers=2, num_cpus=64))
+    try:
+        deadline = time.monotonic() + 60
+        while client.status(coordinates).status == "PENDING":
+            assert time.monotonic() < deadline, "the coordinating entrypoint never started"
+            time.sleep(0.2)
+        assert client.status(trains_itself).status == "PENDING"
+    finally:
+        client.stop(trains_itself)
+        client.stop(coordinates)
 
 
 @pytest.mark.ray
@@ -64,7 +87,6 @@ def test_a_missing_token_is_generated_private(tmp_path: Path, monkeypatch: pytes
 @pytest.mark.ray
 def test_stopping_a_head_stops_its_jobs_first_so_no_process_outlives_it(tmp_path: Path) -> None:
     import sys
-    import time
 
     import httpx
 

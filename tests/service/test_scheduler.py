@@ -20,7 +20,7 @@ from service import ray_head
 from service.models import Attempt, AttemptProgress, Job, Sweep
 from service.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
 from service.states import InvalidTransition, JobStatus
-from workers.spec import AttemptSpec
+from workers.spec import AttemptSpec, Scaling
 
 if TYPE_CHECKING:
     from conftest import ControlPlane
@@ -45,7 +45,29 @@ def test_a_job_that_can_never_fit_fails_at_once(plane: ControlPlane) -> None:
     for job_id in (gpu_job, big_job):
         job = plane.job(job_id)
         assert job.status == JobStatus.FAILED and job.attempts == []
-        assert "can never fit" in job.error and "largest Ray node has 4 CPU and 0 GPU" in job.error
+        assert "can never fit" in job.error and "the most any node has: 4 CPU, 0 GPU" in job.error
+
+
+def test_more_workers_than_the_cluster_can_place_fail_at_once(plane: ControlPlane) -> None:
+    job_id = plane.add_job(workers=5, num_cpus=1)
+    assert admit(plane) == []
+    job = plane.job(job_id)
+    assert job.status == JobStatus.FAILED and job.attempts == []
+    assert job.error == (
+        "can never fit: the job needs 5 workers x 1 CPU and 0 GPU, but the cluster's 1 Ray node(s) can place at most 4"
+    )
+
+
+def test_a_two_worker_job_holds_both_workers_and_its_spec_says_how_to_place_them(plane: ControlPlane) -> None:
+    two_workers = plane.add_job(workers=2, num_cpus=2, placement="spread")
+    one_more = plane.add_job(num_cpus=1)
+    assert admit(plane) == [two_workers]  # 2 x 2 CPUs: the head's 4 are held, one more CPU is not free
+    job = plane.job(two_workers)
+    attempt = job.attempts[0]
+    spec = AttemptSpec.read(plane.settings.runs_dir / job.run_dir_name / "attempts" / f"{attempt.id}.json")
+    assert spec.scaling == Scaling(workers=2, num_cpus=2, num_gpus=0, placement="spread")
+    cancel(plane, two_workers)
+    assert plane.job(one_more).status == JobStatus.QUEUED
 
 
 def test_admission_takes_priority_then_fifo_and_waits_for_room(plane: ControlPlane) -> None:
@@ -136,7 +158,7 @@ def test_an_attempt_pending_past_the_timeout_is_stopped_and_retried(plane: Contr
         attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-infeasible"
         job.status = JobStatus.STARTING
         session.commit()
-        plane.ray.submit(attempt.ray_submission_id, Path("/nonexistent.json"), num_cpus=64, num_gpus=0)
+        plane.ray.submit(attempt.ray_submission_id, Path("/nonexistent.json"), Scaling(num_cpus=64))
         submission_id = attempt.ray_submission_id
     assert plane.ray.status(submission_id).status == "PENDING"
     with plane.factory() as session:
