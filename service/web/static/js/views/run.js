@@ -201,6 +201,13 @@ function runAlerts(job) {
   return items;
 }
 
+/** "1 CPU · 0 GPU", or for a data-parallel job "4 workers × (1 CPU · 1 GPU), spread". */
+function resourcesText(resources) {
+  const each = `${resources.num_cpus ?? MISSING} CPU · ${resources.num_gpus ?? 0} GPU`;
+  const workers = resources.workers ?? 1;
+  return workers === 1 ? each : `${workers} workers × (${each}), ${resources.placement ?? "pack"}`;
+}
+
 function runFacts(job) {
   const resources = job.resources ?? {};
   return definitionList([
@@ -217,7 +224,7 @@ function runFacts(job) {
       : null,
     ["Priority", job.priority],
     ["Retries", `${job.retries_used ?? 0} of ${job.max_retries ?? 0}`],
-    ["Resources", `${resources.num_cpus ?? MISSING} CPU · ${resources.num_gpus ?? 0} GPU`],
+    ["Resources", resourcesText(resources)],
     ["Created", formatTime(job.created_at)],
     ["Started", formatTime(job.started_at)],
     ["Finished", formatTime(job.finished_at)],

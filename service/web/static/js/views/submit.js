@@ -172,8 +172,19 @@ function requestFields(body) {
       type: "integer",
       help: "after a worker dies",
     }),
-    plainField(["resources", "num_cpus"], "CPUs", resources.num_cpus ?? 1, { type: "number" }),
-    plainField(["resources", "num_gpus"], "GPUs", resources.num_gpus ?? 0, { type: "number" }),
+    plainField(["resources", "workers"], "Workers", resources.workers ?? 1, {
+      type: "integer",
+      help: "data-parallel; config.data.batch_size is split over them",
+    }),
+    plainField(["resources", "num_cpus"], "CPUs", resources.num_cpus ?? 1, {
+      type: "number",
+      help: "per worker",
+    }),
+    plainField(["resources", "num_gpus"], "GPUs", resources.num_gpus ?? 0, {
+      type: "number",
+      help: "per worker",
+    }),
+    selectField(["resources", "placement"], "Placement", ["pack", "spread"], resources.placement ?? "pack"),
     plainField(["tags"], "Tags", (body.tags ?? []).join(", "), { help: "comma-separated" }),
   ];
 }
@@ -368,7 +379,12 @@ function readCommon(form) {
     common: {
       priority: value(["priority"]),
       max_retries: value(["max_retries"]),
-      resources: { num_cpus: value(["resources", "num_cpus"]), num_gpus: value(["resources", "num_gpus"]) },
+      resources: {
+        workers: value(["resources", "workers"]),
+        num_cpus: value(["resources", "num_cpus"]),
+        num_gpus: value(["resources", "num_gpus"]),
+        placement: value(["resources", "placement"]),
+      },
       tags,
     },
   };
