@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api", tags=["cluster"], dependencies=[require_token]
 def cluster(session: SessionDep, ray: RayDep) -> ClusterOut:
     """``available`` is Ray's total minus what our active jobs reserved (Ray has no queue; we keep it)."""
     held_cpus, held_gpus = session.execute(
-        select(func.coalesce(func.sum(Job.num_cpus), 0.0), func.coalesce(func.sum(Job.num_gpus), 0.0)).where(
+        select(func.coalesce(func.sum(Job.cpus_held), 0.0), func.coalesce(func.sum(Job.gpus_held), 0.0)).where(
             Job.status.in_(ACTIVE)
         )
     ).one()
