@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # A running attempt whose last heartbeat is older than this is failed (and retried): a hung or
     # partitioned worker. At least three intervals, so one slow write never fails an attempt.
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
-    collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # erank below this * dim flags a collapse
+    collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # Def. 5.1 erank < this * min(B, d): collapse
 
     @model_validator(mode="after")
     def _heartbeat_timeout_spans_beats(self) -> Settings:

@@ -69,17 +69,20 @@ def job_out(job: Job, progress: AttemptProgress | None, erank: float | None, set
 
 
 def collapse_of(progress: AttemptProgress | ProgressRow | None, erank: float | None, fraction: float) -> Collapse:
-    feature_dim = (progress.run_info or {}).get("feature_dim") if progress is not None else None
-    if erank is None or not math.isfinite(erank) or not feature_dim:
-        return Collapse(erank=None, feature_dim=feature_dim, fraction=fraction)
-    threshold = fraction * feature_dim
-    return Collapse(
-        erank=erank,
-        feature_dim=feature_dim,
-        fraction=fraction,
-        threshold=threshold,
-        collapsed=erank < threshold,
-    )
+    """The collapse alarm of a run from its newest ``info/erank`` and the [B, d] its monitor measures.
+
+    Collapse means the features span only a handful of the directions available to them; B samples in
+    d dimensions span at most ``min(B, d)``, so the alarm is relative to that bound, not to d alone.
+    """
+    run_info = (progress.run_info or {}) if progress is not None else {}
+    batch, dim = run_info.get("batch_size"), run_info.get("feature_dim")
+    bound = min(batch, dim) if batch and dim else None
+    measured = erank if erank is not None and math.isfinite(erank) else None
+    facts = Collapse(erank=measured, batch_size=batch, feature_dim=dim, rank_bound=bound, fraction=fraction)
+    if measured is None or bound is None:
+        return facts
+    threshold = fraction * bound
+    return facts.model_copy(update={"threshold": threshold, "collapsed": measured < threshold})
 
 
 def _summary_fields(
@@ -95,7 +98,9 @@ def _summary_fields(
         "priority": job.priority,
         "max_retries": job.max_retries,
         "retries_used": job.retries_used,
-        "resources": Resources(num_cpus=job.num_cpus, num_gpus=job.num_gpus),
+        "resources": Resources(
+            num_cpus=job.num_cpus, num_gpus=job.num_gpus, workers=job.workers, placement=job.placement
+        ),
         "tags": job.tags or [],
         "sweep_id": job.sweep_id,
         "cell_params": job.cell_params,

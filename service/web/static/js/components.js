@@ -53,11 +53,24 @@ export function collapseFlag(collapse) {
   );
 }
 
+/** Why the alarm is raised: the measured effective rank against the rule's threshold. */
 export function collapseText(collapse) {
-  const percent = Math.round((collapse.fraction ?? 0) * 1000) / 10;
   return (
-    `Effective rank ${formatNumber(collapse.erank)} is below ${percent}% of the feature dimension ` +
-    `${collapse.feature_dim} (threshold ${formatNumber(collapse.threshold)}).`
+    `Effective rank ${formatNumber(collapse.erank)} is below ${collapseRuleText(collapse)}: the features ` +
+    "span only a handful of the directions the batch could span."
+  );
+}
+
+/**
+ * The alarm's rule with this run's numbers: "19.2 = 10% of min(B, d) = min(256, 192)". The effective rank
+ * is Def. 5.1's, of the l2-normalised features [B, d] the monitor measures, and is at most min(B, d).
+ */
+export function collapseRuleText(collapse) {
+  const percent = `${Math.round((collapse.fraction ?? 0) * 1000) / 10}%`;
+  if (typeof collapse.threshold !== "number") return `${percent} of min(B, d)`;
+  return (
+    `${formatNumber(collapse.threshold)} = ${percent} of min(B, d) = ` +
+    `min(${collapse.batch_size}, ${collapse.feature_dim})`
   );
 }
 

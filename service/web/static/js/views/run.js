@@ -7,6 +7,7 @@ import { chartCard, seriesColor } from "../charts.js";
 import {
   TERMINAL,
   collapseFlag,
+  collapseRuleText,
   collapseText,
   definitionList,
   errorBox,
@@ -21,6 +22,7 @@ import {
 import { announce, append, h, replace } from "../dom.js";
 import { MISSING, formatDuration, formatMetric, formatNumber, formatTime } from "../format.js";
 import { CHARTED_METRICS, PANELS, isAccuracy, metricLabel } from "../metrics.js";
+import { muText } from "../mu.js";
 import { SeriesStore } from "../series.js";
 import { hashFor } from "../router.js";
 
@@ -229,12 +231,29 @@ function runFacts(job) {
     ["Started", formatTime(job.started_at)],
     ["Finished", formatTime(job.finished_at)],
     ["Duration", job.started_at ? formatDuration(job.started_at, job.finished_at) : MISSING],
-    job.collapse?.erank !== undefined && job.collapse?.erank !== null
-      ? ["Effective rank", `${formatNumber(job.collapse.erank)} of ${job.collapse.feature_dim ?? MISSING}`]
-      : null,
+    ...informationFacts(job),
     ["Config hash", h("code", {}, job.config_hash ?? MISSING)],
     (job.tags ?? []).length ? ["Tags", tagList(job.tags)] : null,
   ]);
+}
+
+/** The effective rank against its bound, the collapse alarm's rule and, for M-MAE, mu in both conventions. */
+function informationFacts(job) {
+  const collapse = job.collapse ?? {};
+  const measured = typeof collapse.erank === "number";
+  const bound = collapse.rank_bound ? ` of at most min(B, d) = ${collapse.rank_bound}` : "";
+  return [
+    measured ? ["Effective rank", `${formatNumber(collapse.erank)}${bound} (Def. 5.1)`] : null,
+    ["Collapse alarm", h("span", { "data-collapse-rule": "" }, collapseAlarmText(collapse, measured))],
+    job.method === "mmae" ? ["TCR mu", muText(job.config?.loss, collapse.feature_dim) ?? MISSING] : null,
+  ];
+}
+
+function collapseAlarmText(collapse, measured) {
+  if (collapse.collapsed === true) return `raised: effective rank below ${collapseRuleText(collapse)}`;
+  if (collapse.collapsed === false) return `not raised; fires below ${collapseRuleText(collapse)}`;
+  if (measured) return "not judged: this run recorded no batch size (its effective rank predates Def. 5.1)";
+  return `fires when the effective rank falls below ${collapseRuleText(collapse)}; judged once it is measured`;
 }
 
 function finalMetrics(summary) {

@@ -246,7 +246,8 @@ function collapseLegend(fraction) {
     "p",
     { class: "muted legend" },
     h("span", { class: "badge collapse" }, h("span", { "aria-hidden": "true" }, "⚠ "), "collapse"),
-    ` marks a run whose feature effective rank fell below ${Math.round(fraction * 1000) / 10}% of its dimension.`,
+    ` marks a run whose effective rank (Def. 5.1) fell below ${Math.round(fraction * 1000) / 10}% of min(B, d),` +
+      " the most directions its batch of B features of width d can span.",
   );
 }
 

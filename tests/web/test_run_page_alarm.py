@@ -1,0 +1,119 @@
+"""The run page states the collapse alarm's rule with the run's own numbers, and M-MAE's mu in both conventions.
+
+A service without a scheduler (no Ray, no training): the test writes the rows a worker's reporter writes
+(progress with its run info, info/erank points) for two finished runs, a healthy README example and a
+collapsed one, and reads their run pages in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, update
+
+from service.models import Job
+from tests.web.conftest import DESKTOP, REPO, Service, free_port, login, open_page, wait_until_healthy
+from workers.tables import attempt_progress, metric_points
+
+pytestmark = [pytest.mark.browser]
+
+README_EXAMPLE = yaml.safe_load((REPO / "examples" / "digits_mmae.yaml").read_text())
+COLLAPSED = {"method": "mae", "steps": 10, "data": {"batch_size": 64}, "optim": {"lr": 10.0}}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`uvicorn --factory service.main:create_app` that never schedules: jobs stay where the test puts them."""
+    data_dir = tmp_path_factory.mktemp("run-page-service")
+    log = data_dir / "server.log"
+    port = free_port()
+    env = {**os.environ, "MMAE_DATA_DIR": str(data_dir), "MMAE_RUN_SCHEDULER": "false"}
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, Service(url=url, token="", data_dir=data_dir, log=log))
+        token = (data_dir / "admin-token").read_text().strip()
+        yield Service(url=url, token=token, data_dir=data_dir, log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def finished_run(service: Service, config: dict[str, Any], feature_dim: int, eranks: list[float]) -> int:
+    """A succeeded job whose monitor measured [batch, feature_dim] features with these eranks (every 10 steps)."""
+    with service.api() as client:
+        job_id = client.post("/api/jobs", json={"config": config}).json()["id"]
+    engine = create_engine(f"sqlite:///{service.data_dir / 'mmae.db'}")
+    now = datetime.now(UTC)
+    batch = config["data"]["batch_size"]
+    run_info = {"total_steps": 10 * len(eranks), "start_step": 0, "feature_dim": feature_dim, "batch_size": batch}
+    with engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job_id).values(status="succeeded"))
+        connection.execute(
+            attempt_progress.insert().values(
+                attempt_id=job_id,
+                job_id=job_id,
+                step=10 * len(eranks),
+                total_steps=10 * len(eranks),
+                phase="done",
+                run_info=run_info,
+                heartbeat_at=now,
+            )
+        )
+        connection.execute(
+            metric_points.insert(),
+            [
+                {
+                    "job_id": job_id,
+                    "name": "info/erank",
+                    "step": 10 * (i + 1),
+                    "value": value,
+                    "attempt_id": job_id,
+                    "logged_at": now,
+                }
+                for i, value in enumerate(eranks)
+            ],
+        )
+    engine.dispose()
+    return job_id
+
+
+def fact(page: Any, term: str) -> str:
+    return page.inner_text(f".facts div:has(> dt:text-is('{term}')) dd")
+
+
+def test_run_pages_state_the_alarm_rule_and_both_mu_conventions(
+    browser: Any, service: Service, screenshots: Path
+) -> None:
+    healthy = finished_run(service, README_EXAMPLE, 192, [70.0, 64.0, 61.5])
+    collapsed = finished_run(service, COLLAPSED, 192, [1.11, 1.19, 1.2])
+    context, page, record = open_page(browser, service, DESKTOP)
+    login(page, service)
+
+    page.goto(f"{service.url}/#/runs/{healthy}")
+    page.wait_for_selector("[data-collapse-rule]")
+    assert fact(page, "Collapse alarm") == "not raised; fires below 19.2 = 10% of min(B, d) = min(256, 192)"
+    assert fact(page, "Effective rank") == "61.5 of at most min(B, d) = 192 (Def. 5.1)"
+    assert fact(page, "TCR mu") == "3 (official, logdet(I + (μ/d) ZᵀZ)) = 64 in the Def. 4.8 convention (d = 192)"
+    assert page.locator(".notice.warning").count() == 0
+    page.screenshot(path=str(screenshots / "run-alarm-not-raised.png"), full_page=True)
+
+    page.goto(f"{service.url}/#/runs/{collapsed}")
+    page.wait_for_selector(".notice.warning")
+    notice = page.inner_text(".notice.warning")
+    assert notice.startswith("Representation collapse. Effective rank 1.2 is below 6.4 = 10% of min(B, d)")
+    assert fact(page, "Collapse alarm") == "raised: effective rank below 6.4 = 10% of min(B, d) = min(64, 192)"
+    assert page.locator("dt:text-is('TCR mu')").count() == 0  # MAE has no TCR
+    page.screenshot(path=str(screenshots / "run-alarm-raised.png"), full_page=True)
+    record.check()
+    context.close()
