@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,70 +15,9 @@ from pydantic import ValidationError
 from mmae.config import TrainConfig, apply_overrides, config_hash
 from mmae.info import equivalent_mu, official_total_coding_rate, total_coding_rate
 
-# TrainConfig(method="umae").model_dump(mode="json") as commit 46fb9c0 (before these defaults) stored it
-# in every job row: the full dump, defaults included, with the old absolute uniformity_gamma.
-STORED_BEFORE: dict[str, Any] = {
-    "checkpoint_every": 100,
-    "checkpoint_keep": 2,
-    "device": "auto",
-    "log_every": 1,
-    "method": "umae",
-    "precision": "auto",
-    "seed": 0,
-    "steps": 300,
-    "data": {
-        "batch_size": 256,
-        "dataset": "digits",
-        "image_size": None,
-        "num_workers": 0,
-        "root": None,
-        "synthetic_classes": 10,
-        "synthetic_samples": 512,
-    },
-    "eval": {
-        "enabled": True,
-        "finetune_epochs": 0,
-        "finetune_lr": 0.001,
-        "knn_k": 20,
-        "knn_temperature": 0.07,
-        "linear_epochs": 30,
-        "linear_lr": 0.01,
-    },
-    "loss": {
-        "barlow_lambda": 0.0051,
-        "byol_momentum": 0.99,
-        "mu": 1.0,
-        "mu_convention": "paper",
-        "spectral_lambda": 1.0,
-        "tcr_lambda": 0.01,
-        "temperature": 0.5,
-        "uniformity_gamma": 1.5e-05,
-    },
-    "model": {
-        "arch": "vit",
-        "decoder_depth": 2,
-        "decoder_dim": 128,
-        "decoder_heads": 4,
-        "depth": None,
-        "mask_ratio": 0.75,
-        "norm_pix_loss": False,
-        "patch_size": 2,
-        "predictor_hidden_dim": 512,
-        "projector_dim": 128,
-        "projector_hidden_dim": 512,
-        "size": "tiny",
-    },
-    "monitor": {"every": 10, "online_probe": True, "online_probe_lr": 0.001},
-    "optim": {
-        "beta1": 0.9,
-        "beta2": 0.95,
-        "grad_clip": None,
-        "lr": 0.001,
-        "min_lr": 0.0,
-        "warmup_steps": 20,
-        "weight_decay": 0.05,
-    },
-}
+# TrainConfig(method="umae").model_dump(mode="json") as commit 46fb9c0 (before these defaults) stored it in
+# every job row: the full dump, defaults included, with the old absolute uniformity_gamma.
+STORED_BEFORE: dict[str, Any] = json.loads((Path(__file__).parents[1] / "stored_config_before_issue9.json").read_text())
 
 
 def test_defaults_are_the_papers_experiments() -> None:
@@ -87,6 +28,7 @@ def test_defaults_are_the_papers_experiments() -> None:
 
 
 def test_a_stored_config_keeps_its_convention_and_uniformity_weight() -> None:
+    assert STORED_BEFORE["loss"] | {"mu_convention": "paper", "uniformity_gamma": 1.5e-5} == STORED_BEFORE["loss"]
     old = TrainConfig.model_validate(STORED_BEFORE)
     assert old.loss.mu_convention == "paper"
     assert old.loss.uniformity_lambda / old.data.batch_size**2 == pytest.approx(1.5e-5, rel=1e-12)
