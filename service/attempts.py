@@ -11,7 +11,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -30,15 +29,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def run_dir(settings: Settings, job: Job) -> Path:
-    """The run directory every attempt of ``job`` shares (checkpoints, metrics, specs).
+def run_name(job: Job) -> str:
+    """The name of the run storage every attempt of ``job`` shares (checkpoints), under the storage URI.
 
-    Its name, ``job-<id>-<random>``, is chosen on first use and stored on the job (the caller
-    commits it): a job whose id a reset database reuses never resumes an older job's checkpoint.
+    ``job-<id>-<random>`` is chosen on first use and stored on the job (the caller commits it): a job
+    whose id a reset database reuses never resumes an older job's checkpoint.
     """
     if job.run_dir_name is None:
         job.run_dir_name = f"job-{job.id}-{secrets.token_hex(4)}"
-    return settings.runs_dir / job.run_dir_name
+    return job.run_dir_name
 
 
 def move(job: Job, status: JobStatus) -> None:
@@ -53,7 +52,7 @@ def start_attempt(
     """queued -> starting: commit a new attempt, then submit it to Ray.
 
     The job's MLflow run is opened once the attempt runs (``open_runs``), off the path to running;
-    the worker finds the run's id in its spec, rewritten then, by the time it first reports.
+    the worker finds the run's id on the job's row.
     """
     check_transition(JobStatus(job.status), JobStatus.STARTING)
     attempt = Attempt(job=job, number=len(job.attempts) + 1, status=AttemptStatus.PENDING)
@@ -61,7 +60,7 @@ def start_attempt(
     session.flush()
     # Unique beyond this database: Ray clusters outlive databases (a reset, a test, a second deployment).
     attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-{secrets.token_hex(4)}"
-    run_dir(settings, job)  # named before the commit, so every attempt of the job shares it
+    run_name(job)  # named before the commit, so every attempt of the job shares it
     move(job, JobStatus.STARTING)
     session.commit()
     submit(session, job, attempt, ray, settings, tracker)
@@ -71,52 +70,47 @@ def start_attempt(
 def submit(
     session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
 ) -> None:
-    """(Re)write the attempt's spec and submit it; a submission Ray rejects fails the job at once.
+    """Submit the attempt with its spec; a submission Ray rejects fails the job at once.
 
     ``RayUnavailable`` (a ConnectionError) propagates: the attempt stays pending and the reconciler
     submits it later.
     """
-    path = write_spec(settings, job, attempt)
     try:
-        ray.submit(attempt.ray_submission_id, path, job.scaling)
+        ray.submit(attempt.ray_submission_id, attempt_spec(settings, job, attempt))
     except RuntimeError as error:
         reason = f"Ray rejected the submission: {error}"
         end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
         session.commit()
 
 
-def write_spec(settings: Settings, job: Job, attempt: Attempt) -> Path:
-    """Write the attempt's spec (atomically) into the job's run directory; returns its path."""
-    spec = AttemptSpec(
+def attempt_spec(settings: Settings, job: Job, attempt: Attempt) -> AttemptSpec:
+    """What the attempt's worker needs: the validated config, where its run lives, how it scales."""
+    return AttemptSpec(
         attempt_id=attempt.id,
         job_id=job.id,
         config=TrainConfig.model_validate(job.config),
-        run_dir=run_dir(settings, job),
+        storage_uri=settings.resolved_storage_uri,
+        run_name=run_name(job),
         database_url=settings.resolved_database_url,
         mlflow_tracking_uri=settings.resolved_mlflow_uri,
-        mlflow_run_id=job.mlflow_run_id,
         heartbeat_interval_s=settings.heartbeat_interval_s,
         scaling=job.scaling,
     )
-    return spec.write(spec.run_dir / "attempts" / f"{attempt.id}.json")
 
 
-def open_runs(session: Session, job: Job, attempt: Attempt, settings: Settings, tracker: Tracker) -> None:
-    """Create the job's MLflow run (child of its sweep's run) or re-open it, and name a new run in the
-    running attempt's spec. MLflow is secondary: a failure is logged, and the reconciler tries again
-    while the attempt runs and the job has no run."""
+def open_runs(session: Session, job: Job, tracker: Tracker) -> None:
+    """Create the job's MLflow run (child of its sweep's run) or re-open it; the running worker finds
+    a new run's id on the job's row. MLflow is secondary: a failure is logged, and the reconciler tries
+    again while the attempt runs and the job has no run."""
     try:
-        created = _open_runs(session, job, tracker)
+        _open_runs(session, job, tracker)
     except Exception as error:  # any tracking-server failure, or the job changed meanwhile
         session.rollback()
         log.warning("MLflow run of job %s not opened yet: %s", job.id, error)
-        return
-    if created:
-        write_spec(settings, job, attempt)
 
 
-def _open_runs(session: Session, job: Job, tracker: Tracker) -> bool:
-    """Create the job's run on its first start (True), re-open it on later ones (False)."""
+def _open_runs(session: Session, job: Job, tracker: Tracker) -> None:
+    """Create the job's run on its first start, re-open it on later ones."""
     parent = None
     if job.sweep is not None:
         if job.sweep.mlflow_parent_run_id is None:
@@ -127,10 +121,9 @@ def _open_runs(session: Session, job: Job, tracker: Tracker) -> bool:
         parent = job.sweep.mlflow_parent_run_id
     if job.mlflow_run_id is not None:
         tracker.mark_running(job.mlflow_run_id)
-        return False
+        return
     job.mlflow_run_id = tracker.job_run(job, parent)
     session.commit()
-    return True
 
 
 def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, retry: bool,

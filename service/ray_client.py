@@ -1,6 +1,7 @@
 """Thin adapter over the Ray Jobs REST API: one Ray job per attempt, plus cluster resources and logs.
 
-Each attempt runs as ``exec python -m workers.run --spec PATH``; a one-worker attempt trains in
+Each attempt runs as ``exec python -m workers.run --attempt ID`` with its spec in the job's runtime
+env (``MMAE_ATTEMPT_SPEC``); a one-worker attempt trains in
 that entrypoint, which asks for the worker's ``entrypoint_num_cpus`` and ``entrypoint_num_gpus``
 (fractions allowed), while a multi-worker one's entrypoint only drives a Ray Train ``TorchTrainer``
 whose ranks hold the resources, so it asks for none. Ray's job supervisor stops a job with SIGTERM and
@@ -20,14 +21,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from service import ray_head
 from service.settings import Settings
-from workers.spec import Scaling
+from workers.spec import SPEC_ENV, AttemptSpec
 
 LOCAL_ADDRESS = "http://127.0.0.1:8265"
 
@@ -119,22 +119,26 @@ class RayClient:
             self._probe = (now, ray_head.is_up(self.address))
         return self._probe[1]
 
-    def submit(self, submission_id: str, spec_path: Path, scaling: Scaling) -> None:
-        """Start ``python -m workers.run --spec spec_path`` as Ray job ``submission_id``, reserving one
-        worker's CPUs and GPUs for the entrypoint when it trains itself (``scaling.workers == 1``) and
-        nothing when it only coordinates Ray Train workers.
+    def submit(self, submission_id: str, spec: AttemptSpec) -> None:
+        """Start attempt ``spec`` as Ray job ``submission_id``, reserving one worker's CPUs and GPUs for the
+        entrypoint when it trains itself (``spec.scaling.workers == 1``) and nothing when it only
+        coordinates Ray Train workers.
 
-        Ray runs an entrypoint through a shell; ``exec`` replaces the shell with the trainer, so the
-        process Ray watches, signals and reports on is the trainer itself, never a wrapper whose
-        death would orphan it.
+        The spec travels with the job (the ``SPEC_ENV`` variable of its runtime env), so no node needs a
+        file from the service. Ray runs an entrypoint through a shell; ``exec`` replaces the shell with
+        the trainer, so the process Ray watches, signals and reports on is the trainer itself, never a
+        wrapper whose death would orphan it.
         """
-        trains_itself = scaling.workers == 1
+        trains_itself = spec.scaling.workers == 1
+        command = [self.python, "-m", "workers.run", "--attempt", str(spec.attempt_id)]
         body = {
-            "entrypoint": "exec " + shlex.join([self.python, "-m", "workers.run", "--spec", str(spec_path)]),
+            "entrypoint": "exec " + shlex.join(command),
             "submission_id": submission_id,
-            "entrypoint_num_cpus": scaling.num_cpus if trains_itself else 0,
-            "entrypoint_num_gpus": scaling.num_gpus if trains_itself else 0,
-            "runtime_env": {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s))}},
+            "entrypoint_num_cpus": spec.scaling.num_cpus if trains_itself else 0,
+            "entrypoint_num_gpus": spec.scaling.num_gpus if trains_itself else 0,
+            "runtime_env": {"env_vars": {
+                "RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s)), SPEC_ENV: spec.model_dump_json(),
+            }},
         }
         _checked(self._request("POST", "/api/jobs/", json=body))
 

@@ -235,7 +235,7 @@ def _still_live(
         job.started_at = job.started_at or utcnow()
     if started or job.mlflow_run_id is None:
         session.commit()
-        open_runs(session, job, attempt, settings, tracker)
+        open_runs(session, job, tracker)
 
 
 def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | None:

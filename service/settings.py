@@ -5,8 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.storage import parse_storage_uri
 
 
 class Settings(BaseSettings):
@@ -22,6 +24,9 @@ class Settings(BaseSettings):
     )  # default: sqlite store under data_dir
     mlflow_experiment: str = "mmae"
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI, for links from the web page
+    # Where runs keep their checkpoints: a path every worker node mounts, or s3://bucket/prefix (credentials
+    # and endpoint from the workers' AWS_* variables). Default: data_dir/runs.
+    storage_uri: str | None = None
     worker_python: str | None = None  # interpreter for Ray job entrypoints; default: this one
     run_scheduler: bool = True  # run the scheduler loop while holding the database's lease (False: API only)
     lease_retry_s: float = Field(default=2.0, gt=0)  # how often the scheduler lease is asked for, or checked
@@ -46,6 +51,17 @@ class Settings(BaseSettings):
                 f"intervals (MMAE_HEARTBEAT_INTERVAL_S = {self.heartbeat_interval_s:g})"
             )
         return self
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_uri_is_known(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            parse_storage_uri(uri)  # ValueError naming MMAE_STORAGE_URI and the reason
+        return uri
+
+    @cached_property
+    def resolved_storage_uri(self) -> str:
+        return self.storage_uri or str(self.runs_dir)
 
     @cached_property
     def resolved_database_url(self) -> str:

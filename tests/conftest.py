@@ -9,7 +9,11 @@ started on first use with its own auth token file and stopped when the session e
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
@@ -249,3 +254,64 @@ class AttemptRows:
 def attempt_rows() -> type[AttemptRows]:
     """``AttemptRows`` itself (test modules cannot import conftest at run time)."""
     return AttemptRows
+
+
+@contextmanager
+def extra_ray_node(address: str, num_cpus: int) -> Iterator[subprocess.Popen]:
+    """A second Ray node joined to the local head at ``address`` (same machine, loopback), as
+    ``ray start --block`` in its own process group: kill the group to lose the node. Yields the process."""
+    from service.ray_head import auth_headers, ensure_auth_token, head_dir
+
+    gcs_port = (head_dir(address) / "ray_current_cluster").read_text().strip().rsplit(":", 1)[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
+    command = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
+        f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+    ]
+    log = head_dir(address) / f"node-{uuid.uuid4().hex[:6]}.log"
+    with open(log, "ab") as output:
+        node = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive_nodes() -> int:
+        rows = httpx.get(f"{address}/api/v0/nodes", headers=auth_headers(), timeout=5).json()["data"]["result"]
+        return sum(row["state"] == "ALIVE" for row in rows["result"])
+
+    before = alive_nodes()
+    deadline = time.monotonic() + 90
+    while alive_nodes() <= before:
+        assert node.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.5)
+    try:
+        yield node
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+
+@pytest.fixture
+def second_ray_node(ray_cluster: str) -> Iterator[subprocess.Popen]:
+    """A second node of 2 CPUs joined to the session's head for one test (killing it loses the node)."""
+    with extra_ray_node(ray_cluster, num_cpus=2) as node:
+        yield node
+
+
+def spec_with(scaling: Any) -> Any:
+    """An attempt spec whose entrypoint fails once started (no such attempt): for tests of where Ray
+    waits, not of what trains."""
+    from mmae.config import TrainConfig
+    from workers.spec import AttemptSpec
+
+    return AttemptSpec(
+        attempt_id=0, job_id=0, config=TrainConfig(), storage_uri="/nonexistent", run_name="job-0-none",
+        database_url="sqlite:////nonexistent/mmae.db", scaling=scaling,
+    )
+
+
+def submitted_spec(address: str, submission_id: str) -> Any:
+    """The attempt spec Ray holds for a submission (it travels in the job's runtime env)."""
+    from service.ray_head import auth_headers
+    from workers.spec import SPEC_ENV, AttemptSpec
+
+    info = httpx.get(f"{address}/api/jobs/{submission_id}", headers=auth_headers(), timeout=10).json()
+    return AttemptSpec.model_validate_json(info["runtime_env"]["env_vars"][SPEC_ENV])

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import tempfile
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from sqlalchemy import Engine, column, select, table
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, column, select, table
 from mmae.callbacks import Callback, RunInfo
 from workers.reporter import Reporter, read_series
 from workers.spec import EXIT_PERMANENT, AttemptSpec
+from workers.storage import CheckpointUploader, open_run_storage
 from workers.tracking import RunTracker
 
 log = logging.getLogger(__name__)
@@ -83,17 +86,27 @@ def use_allocated_threads(spec: AttemptSpec) -> None:
     torch.set_num_threads(max(1, math.floor(spec.scaling.num_cpus)))
 
 
+def scratch_root() -> Path:
+    """Where this node keeps local copies of runs whose storage is remote."""
+    return Path(tempfile.gettempdir()) / "mmae-runs"
+
+
 def train_attempt(spec: AttemptSpec, engine: Engine, stop: Callback) -> int:
-    """Run ``fit`` for the attempt with the reporter, ``StepLog`` and ``stop``; log the final artifacts."""
+    """Restore the run's last checkpoint from its storage, run ``fit`` with the checkpoint uploader, the
+    reporter, ``StepLog`` and ``stop``, then log the final artifacts. ``StorageError`` propagates before
+    anything is written to SQL when the storage cannot be reached."""
     from mmae.train import fit
 
     use_allocated_threads(spec)
+    storage = open_run_storage(spec.storage_uri, spec.run_name, spec.config.checkpoint_keep)
+    run_dir = storage.local_run_dir(scratch_root())
+    storage.restore(run_dir)
     reporter = Reporter(
         engine, job_id=spec.job_id, attempt_id=spec.attempt_id, find_tracker=lambda: job_run(engine, spec)
     )
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    uploader = CheckpointUploader(storage, reporter.check_current)  # before the reporter records a checkpoint
     try:
-        result = fit(spec.config, spec.run_dir, [reporter, StepLog(), stop], resume=True)
+        result = fit(spec.config, run_dir, [uploader, reporter, StepLog(), stop], resume=True)
     except (ValueError, FloatingPointError):
         traceback.print_exc()
         reporter.flush()  # keep the series up to the failure

@@ -1,4 +1,5 @@
-"""Ray job entrypoint for one attempt: ``python -m workers.run --spec PATH``.
+"""Ray job entrypoint for one attempt: ``python -m workers.run --attempt ID`` (the spec in ``MMAE_ATTEMPT_SPEC``),
+or ``--spec FILE`` by hand.
 
 Loads the spec and trains: in this process (``workers.attempt``) for one worker, or on a Ray Train
 ``TorchTrainer`` (``workers.data_parallel``) for several. ``fit`` resumes from the run's last
@@ -19,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.attempt import StopOnSignal, train_attempt
 from workers.fence import AttemptFenced
 from workers.lifeline import Lifeline
 from workers.reporter import connect
-from workers.spec import EXIT_FENCED, AttemptSpec
+from workers.spec import EXIT_FENCED, EXIT_PERMANENT, AttemptSpec
+from workers.storage import StorageError
 
 
 def run_attempt(spec: AttemptSpec) -> int:
@@ -33,25 +34,36 @@ def run_attempt(spec: AttemptSpec) -> int:
         engine, job_id=spec.job_id, attempt_id=spec.attempt_id, interval_s=spec.heartbeat_interval_s
     )
     try:
-        lifeline.start()
+        lifeline.start()  # first, so the service hears from the attempt before torch is even imported
         if spec.scaling.workers > 1:
             from workers.data_parallel import run_data_parallel
 
             return run_data_parallel(spec)
+        from workers.attempt import StopOnSignal, train_attempt
+
         return train_attempt(spec, engine, StopOnSignal())
     except AttemptFenced as fenced:
         print(f"[mmae] stopping: {fenced}", flush=True)
         return EXIT_FENCED
+    except StorageError as error:  # retried: storage may be back by the next attempt
+        print(f"[mmae] {error}", flush=True)
+        return 1
     finally:
         lifeline.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, required=True, help="AttemptSpec JSON written by the service")
+    parser.add_argument("--attempt", type=int, help="the attempt's id (a label: the spec comes with the Ray job)")
+    parser.add_argument("--spec", type=Path, help="run the AttemptSpec in this JSON file instead")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_attempt(AttemptSpec.read(args.spec))
+    try:
+        spec = AttemptSpec.read(args.spec) if args.spec else AttemptSpec.from_environment()
+    except (OSError, ValueError) as error:
+        print(f"[mmae] cannot read the attempt spec: {str(error).splitlines()[0]}", flush=True)
+        return EXIT_PERMANENT
+    return run_attempt(spec)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from service import ray_head
 from service.ray_client import RayClient, RayUnavailable
 from service.settings import Settings
+from tests.conftest import spec_with
 from workers.spec import Scaling
 
 
@@ -37,9 +38,8 @@ def test_only_a_one_worker_entrypoint_asks_ray_for_the_workers_resources(ray_clu
     client = RayClient(ray_cluster, start_local=False, stop_grace_s=1)
     suffix = tmp_path.name[-8:]
     trains_itself, coordinates = f"mmae-test-one-{suffix}", f"mmae-test-two-{suffix}"
-    spec = tmp_path / "absent.json"  # the entrypoint fails once started: only where it waits matters here
-    client.submit(trains_itself, spec, Scaling(workers=1, num_cpus=64))
-    client.submit(coordinates, spec, Scaling(workers=2, num_cpus=64))
+    client.submit(trains_itself, spec_with(Scaling(workers=1, num_cpus=64)))
+    client.submit(coordinates, spec_with(Scaling(workers=2, num_cpus=64)))
     try:
         deadline = time.monotonic() + 60
         while client.status(coordinates).status == "PENDING":

@@ -8,7 +8,6 @@ import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,7 +19,8 @@ from service import ray_head
 from service.models import Attempt, AttemptProgress, Job, Sweep
 from service.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
 from service.states import InvalidTransition, JobStatus
-from workers.spec import AttemptSpec, Scaling
+from tests.conftest import spec_with, submitted_spec
+from workers.spec import Scaling
 
 if TYPE_CHECKING:
     from conftest import ControlPlane
@@ -64,8 +64,9 @@ def test_a_two_worker_job_holds_both_workers_and_its_spec_says_how_to_place_them
     assert admit(plane) == [two_workers]  # 2 x 2 CPUs: the head's 4 are held, one more CPU is not free
     job = plane.job(two_workers)
     attempt = job.attempts[0]
-    spec = AttemptSpec.read(plane.settings.runs_dir / job.run_dir_name / "attempts" / f"{attempt.id}.json")
+    spec = submitted_spec(plane.ray.address, attempt.ray_submission_id)
     assert spec.scaling == Scaling(workers=2, num_cpus=2, num_gpus=0, placement="spread")
+    assert spec.run_name == job.run_dir_name and spec.storage_uri == str(plane.settings.runs_dir)
     cancel(plane, two_workers)
     assert plane.job(one_more).status == JobStatus.QUEUED
 
@@ -158,7 +159,7 @@ def test_an_attempt_pending_past_the_timeout_is_stopped_and_retried(plane: Contr
         attempt.ray_submission_id = f"mmae-attempt-{attempt.id}-infeasible"
         job.status = JobStatus.STARTING
         session.commit()
-        plane.ray.submit(attempt.ray_submission_id, Path("/nonexistent.json"), Scaling(num_cpus=64))
+        plane.ray.submit(attempt.ray_submission_id, spec_with(Scaling(num_cpus=64)))
         submission_id = attempt.ray_submission_id
     assert plane.ray.status(submission_id).status == "PENDING"
     with plane.factory() as session:
@@ -187,15 +188,13 @@ def test_an_attempt_ray_forgot_is_retried_or_ends_the_cancel(
         assert job.retries_used == 1 and "has no record of" in job.attempts[0].error
 
 
-def test_the_mlflow_run_is_opened_once_running_named_in_the_spec_and_never_doubled(
+def test_the_mlflow_run_is_opened_once_running_and_never_doubled(
     plane: ControlPlane,
 ) -> None:
     job_id = plane.add_job()
     assert admit(plane) == [job_id]
     assert plane.job(job_id).mlflow_run_id is None  # not on the path from submission to running
     job = plane.wait_for(job_id, lambda job: job.status == JobStatus.RUNNING and job.mlflow_run_id)
-    spec_path = plane.settings.runs_dir / job.run_dir_name / "attempts" / f"{job.attempts[0].id}.json"
-    assert AttemptSpec.read(spec_path).mlflow_run_id == job.mlflow_run_id
     with plane.factory() as session:  # as if the API died after creating the run, before recording it
         session.execute(update(Job).where(Job.id == job_id).values(mlflow_run_id=None))
         session.commit()

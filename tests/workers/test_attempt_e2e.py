@@ -24,6 +24,7 @@ from sqlalchemy import select
 from mmae.checkpoint import last_checkpoint
 from mmae.config import TrainConfig, flatten_config
 from mmae.train import fit
+from service.attempts import attempt_spec
 from service.models import AttemptProgress, Job, MetricPoint
 from service.scheduler import SchedulerLoop, request_cancel
 from service.states import AttemptStatus, JobStatus
@@ -68,14 +69,14 @@ def progress(plane: ControlPlane, attempt_id: int) -> AttemptProgress | None:
         return session.get(AttemptProgress, attempt_id)
 
 
-def worker_pid(spec_path: Path) -> int | None:
-    """Pid of the ``python -m workers.run --spec spec_path`` process, if it runs."""
+def worker_pid(attempt_id: int) -> int | None:
+    """Pid of attempt ``attempt_id``'s ``python -m workers.run --attempt ID`` process, if it runs."""
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"workers.run" in argv and str(spec_path).encode() in argv:
+        if b"workers.run" in argv and argv[-2:] == [b"--attempt", str(attempt_id).encode()]:
             return int(entry.name)
     return None
 
@@ -140,10 +141,8 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_without_gaps_or_duplicat
     job_id = plane.add_job(with_steps(60, 10), max_retries=2)
     first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
     plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
-    run_dir = plane.settings.runs_dir / plane.job(job_id).run_dir_name
-    assert run_dir.name.startswith(f"job-{job_id}-")  # unique to the job: a reused id starts afresh
-    spec = run_dir / "attempts" / f"{first.id}.json"
-    os.kill(wait_until(lambda: worker_pid(spec)), signal.SIGKILL)
+    assert plane.job(job_id).run_dir_name.startswith(f"job-{job_id}-")  # unique: a reused id starts afresh
+    os.kill(wait_until(lambda: worker_pid(first.id)), signal.SIGKILL)
 
     job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
     assert job.status == JobStatus.SUCCEEDED, job.error
@@ -182,8 +181,7 @@ def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_n
     job_id = plane.add_job(config, max_retries=2)
     first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
     plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
-    spec = plane.settings.runs_dir / plane.job(job_id).run_dir_name / "attempts" / f"{first.id}.json"
-    trainer = wait_until(lambda: worker_pid(spec))
+    trainer = wait_until(lambda: worker_pid(first.id))
     os.kill(parent_pid(trainer), signal.SIGKILL)  # Ray's job supervisor, which exec'd the trainer
     wait_until(lambda: not alive(trainer), timeout_s=10)
 
@@ -198,7 +196,11 @@ def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_n
         assert job.summary[name] == pytest.approx(uninterrupted[name], rel=1e-5), name
 
     # The first attempt's spec, started again by hand: refused on its first write, it exits at once.
-    run_dir = spec.parent.parent
+    with plane.factory() as session:
+        job_row = session.get(Job, job_id)
+        spec = tmp_path / "stale-spec.json"
+        spec.write_text(attempt_spec(plane.settings, job_row, job_row.attempts[0]).model_dump_json())
+    run_dir = plane.settings.runs_dir / job.run_dir_name
     checkpoint = last_checkpoint(run_dir).read_bytes()
     series = steps_of(plane, job_id, "train/loss")
     stale = subprocess.run([sys.executable, "-m", "workers.run", "--spec", str(spec)], capture_output=True,
@@ -211,15 +213,14 @@ def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_n
 
 
 @pytest.mark.parametrize(
-    "plane_settings", [{"heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 8.0, "stop_grace_s": 3}],
+    "plane_settings", [{"heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 20.0, "stop_grace_s": 3}],
     indirect=True,
 )
 def test_a_hung_worker_is_failed_by_its_silent_heartbeat_and_retried(plane: ControlPlane) -> None:
     job_id = plane.add_job(with_steps(60, 10), max_retries=2)
     first = plane.wait_for(job_id, lambda job: bool(job.attempts)).attempts[0]
     plane.wait_for(job_id, lambda _: (p := progress(plane, first.id)) and (p.last_checkpoint_step or 0) >= 10)
-    spec = plane.settings.runs_dir / plane.job(job_id).run_dir_name / "attempts" / f"{first.id}.json"
-    trainer = wait_until(lambda: worker_pid(spec))
+    trainer = wait_until(lambda: worker_pid(first.id))
     os.kill(trainer, signal.SIGSTOP)  # hung: alive in Ray's eyes, silent in ours
 
     job = plane.wait_for(job_id, lambda job: job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), 240)
