@@ -73,7 +73,7 @@ def worker_pid(attempt_id: int) -> int | None:
     """Pid of attempt ``attempt_id``'s ``python -m workers.run --attempt ID`` process, if it runs."""
     for entry in Path("/proc").iterdir():
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except OSError:
             continue
         if b"workers.run" in argv and argv[-2:] == [b"--attempt", str(attempt_id).encode()]:
