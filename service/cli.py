@@ -13,11 +13,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mmae.cli import EXIT_USAGE, CliError, add_train_commands, guard_cli_errors, load_config
 from service.client import ApiClient, ApiError
 from service.examples import ExampleError, sweep_body
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 EXIT_FAILED = 1
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -52,6 +55,19 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return guard_cli_errors(run)
 
 
+def load_settings() -> Settings:
+    """The service's settings from the environment; a bad value is a ``CliError`` naming it (one line)."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        reasons = "; ".join(item["msg"].removeprefix("Value error, ") for item in error.errors())
+        raise CliError(f"invalid configuration: {reasons}") from None
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Serve with one process, or ``--workers`` processes that share the port; whichever holds the database's
     scheduler lease runs the scheduler loop. Migrations and the first admin token happen here, once, before
@@ -59,17 +75,16 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.main import announce_admin_token, create_app, prepare_database
-    from service.settings import Settings
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    settings = load_settings()
     # Keep-alive longer than a load balancer's idle timeout (60 s on common ones), so a connection is never
     # closed by us while the balancer sends a request on it.
     options = {"host": args.host, "port": args.port, "log_level": "info", "timeout_keep_alive": KEEP_ALIVE_S}
     if args.workers == 1:
-        uvicorn.run(create_app(), **options)
+        uvicorn.run(create_app(settings), **options)
         return 0
-    settings = Settings()
     engine, factory = prepare_database(settings)
     try:
         announce_admin_token(factory, settings)
@@ -83,12 +98,11 @@ def token_create_command(args: argparse.Namespace) -> int:
     from service.auth import create_token
     from service.db import session_scope
     from service.main import prepare_database
-    from service.settings import Settings
 
     name = args.name.strip()
     if not 1 <= len(name) <= 100:
         raise CliError("token name must be 1 to 100 characters")
-    engine, factory = prepare_database(Settings())
+    engine, factory = prepare_database(load_settings())
     try:
         with session_scope(factory) as session:
             token = create_token(session, name)

@@ -52,6 +52,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        """Refuse to start with a guessable secret (the values are never printed)."""
+        from sqlalchemy import make_url
+
+        from service.ray_head import auth_token
+
+        token = auth_token() if self.ray_address else None
+        if token is not None and not _strong(token, 32):
+            raise ValueError("RAY_AUTH_TOKEN: must be at least 32 random characters (openssl rand -hex 32), "
+                             "not a placeholder")
+        password = make_url(self.database_url).password if self.database_url else None
+        if password is not None and not _strong(password, 16):
+            raise ValueError("MMAE_DATABASE_URL: the database password must be at least 16 random characters, "
+                             "not a placeholder")
+        return self
+
     @field_validator("storage_uri")
     @classmethod
     def _storage_uri_is_known(cls, uri: str | None) -> str | None:
@@ -75,3 +92,11 @@ class Settings(BaseSettings):
     def runs_dir(self) -> Path:
         """Shared location of each job's run directory (checkpoints, metrics, specs)."""
         return (self.data_dir / "runs").resolve()
+
+
+PLACEHOLDER_WORDS = ("change-me", "change_me", "changeme")
+
+
+def _strong(secret: str, length: int) -> bool:
+    """At least ``length`` characters and none of the words example files use for a placeholder."""
+    return len(secret) >= length and not any(word in secret.lower() for word in PLACEHOLDER_WORDS)
