@@ -2,12 +2,12 @@
 
 Each pickle is a dict with bytes keys: ``b"data"`` uint8 ``[N, 3072]`` (channel-major 3x32x32) and
 ``b"labels"`` (CIFAR-10) or ``b"fine_labels"`` (CIFAR-100); the meta file names the classes.
-Only open folders you trust: pickle files can run code when loaded.
+The pickles are read by ``mmae.data.cifar_pickle``, which refuses anything but data, so a crafted
+file under ``data.root`` cannot run code.
 """
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mmae.data.bundle import DatasetBundle
+from mmae.data.cifar_pickle import load_cifar_pickle
 from mmae.data.tensor_dataset import TensorImageDataset
 
 
@@ -69,18 +70,34 @@ def find_cifar_folder(root: Path, layout: CifarLayout) -> Path:
     raise FileNotFoundError(f"CIFAR files not found under {root} (expected {layout.folder}/ with {expected})")
 
 
-def _unpickle(path: Path) -> dict[bytes, Any]:
-    with path.open("rb") as f:
-        return pickle.load(f, encoding="bytes")
+def read_cifar_dict(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, Any]:
+    """The dict pickled in ``path``; ``ValueError`` naming the file unless it is a dict holding ``keys``."""
+    loaded = load_cifar_pickle(path)
+    if not isinstance(loaded, dict) or not all(key in loaded for key in keys):
+        wanted = ", ".join(key.decode() for key in keys)
+        raise ValueError(f"{path.name} is not a CIFAR file: expected a dict with {wanted}")
+    return loaded
+
+
+def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file -> ``(data [n, 3072] uint8, labels [n] int64)``; ``ValueError`` naming the file
+    when the data is not ``n`` rows of 3072 bytes with one label each."""
+    batch = read_cifar_dict(path, (b"data", label_key))
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{path.name}: data must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+    if labels.dtype.kind not in "iu" or labels.shape != (data.shape[0],):
+        raise ValueError(f"{path.name}: {label_key.decode()} must be {data.shape[0]} integers")
+    return data, labels.astype(np.int64)
 
 
 def read_cifar_split(
     folder: Path, files: tuple[str, ...], label_key: bytes
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate batch files -> ``(images [N, 3, 32, 32] uint8, labels [N] int64)``."""
-    batches = [_unpickle(folder / name) for name in files]
-    data = np.concatenate([np.asarray(b[b"data"], dtype=np.uint8) for b in batches])
-    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    batches = [read_cifar_batch(folder / name, label_key) for name in files]
+    data = np.concatenate([data for data, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
     return torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
 
@@ -89,7 +106,10 @@ def read_class_names(folder: Path, layout: CifarLayout) -> tuple[str, ...]:
     meta = folder / layout.meta_file
     if not meta.is_file():
         return tuple(str(i) for i in range(layout.num_classes))
-    return tuple(name.decode() for name in _unpickle(meta)[layout.names_key])
+    names = read_cifar_dict(meta, (layout.names_key,))[layout.names_key]
+    if not isinstance(names, list) or not all(isinstance(name, bytes) for name in names):
+        raise ValueError(f"{meta.name}: {layout.names_key.decode()} must be a list of strings")
+    return tuple(name.decode() for name in names)
 
 
 def cifar_bundle(root: Path, name: str, image_size: int) -> DatasetBundle:
