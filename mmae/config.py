@@ -23,17 +23,18 @@ NATIVE_IMAGE_SIZE: dict[str, int] = {"digits": 8, "cifar10": 32, "cifar100": 32,
 class StrictModel(BaseModel):
     """Base for config sections: unknown keys are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every float is finite
 
 
 class DataConfig(StrictModel):
     dataset: Literal["digits", "cifar10", "cifar100", "imagefolder", "synthetic"] = "digits"
     root: str | None = None  # local folder: CIFAR python-pickle batches, or ImageFolder train/ + val/
-    image_size: int | None = Field(default=None, ge=4)  # resize to this side; None keeps the native size
-    batch_size: int = Field(default=256, ge=2)
-    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes
-    synthetic_samples: int = Field(default=512, ge=16)  # synthetic only: images per split
-    synthetic_classes: int = Field(default=10, ge=2)  # synthetic only
+    # resize to this side; None keeps the native size. At most 1024: over 4x ImageNet's 224 (12 MB an image)
+    image_size: int | None = Field(default=None, ge=4, le=1024)
+    batch_size: int = Field(default=256, ge=2, le=65_536)  # the global batch; 8x SimCLR's largest (8192)
+    num_workers: int = Field(default=0, ge=0, le=64)  # DataLoader worker processes; no node feeds a GPU with more
+    synthetic_samples: int = Field(default=512, ge=16, le=50_000)  # synthetic only: images per split; CIFAR's 50k
+    synthetic_classes: int = Field(default=10, ge=2, le=1000)  # synthetic only; ImageNet's 1000
 
     @model_validator(mode="after")
     def _root_when_needed(self) -> DataConfig:
@@ -52,16 +53,16 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     arch: Literal["vit", "resnet18"] = "vit"  # resnet18 (CIFAR stem) is for Siamese methods only
     size: Literal["tiny", "small", "base", "large"] = "tiny"  # ViT width/depth/heads preset
-    depth: int | None = Field(default=None, ge=1)  # override the preset's encoder depth
-    patch_size: int = Field(default=2, ge=1)
+    depth: int | None = Field(default=None, ge=1, le=64)  # override the preset's depth; ViT-H has 32, ViT-G 48
+    patch_size: int = Field(default=2, ge=1, le=1024)  # must divide the image side, itself at most 1024
     mask_ratio: float = Field(default=0.75, gt=0.0, lt=1.0)  # MAE family: fraction of patches hidden
-    decoder_dim: int = Field(default=128, ge=8)
-    decoder_depth: int = Field(default=2, ge=1)
-    decoder_heads: int = Field(default=4, ge=1)
+    decoder_dim: int = Field(default=128, ge=8, le=4096)  # MAE's decoders are 512 wide; ViT-G is 1664
+    decoder_depth: int = Field(default=2, ge=1, le=64)  # MAE uses 8 blocks; as deep as the deepest encoder
+    decoder_heads: int = Field(default=4, ge=1, le=64)  # MAE uses 16; 64 heads of 64 dims span a 4096 width
     norm_pix_loss: bool = False  # MAE family: regress per-patch normalised pixels
-    projector_hidden_dim: int = Field(default=512, ge=8)  # Siamese projector MLP
-    projector_dim: int = Field(default=128, ge=2)  # Siamese embedding size d
-    predictor_hidden_dim: int = Field(default=512, ge=8)  # BYOL predictor MLP
+    projector_hidden_dim: int = Field(default=512, ge=8, le=16_384)  # Siamese projector MLP; Barlow Twins: 8192
+    projector_dim: int = Field(default=128, ge=2, le=16_384)  # Siamese embedding size d; Barlow Twins: 8192
+    predictor_hidden_dim: int = Field(default=512, ge=8, le=16_384)  # BYOL predictor MLP; BYOL: 4096
 
 
 class LossConfig(StrictModel):
@@ -86,24 +87,25 @@ class OptimConfig(StrictModel):
     weight_decay: float = Field(default=0.05, ge=0.0)
     beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
     beta2: float = Field(default=0.95, ge=0.0, lt=1.0)
-    warmup_steps: int = Field(default=20, ge=0)  # linear warmup, then cosine to min_lr
+    warmup_steps: int = Field(default=20, ge=0, le=10_000_000)  # linear warmup, then cosine; steps' cap
     min_lr: float = Field(default=0.0, ge=0.0)
     grad_clip: float | None = Field(default=None, gt=0.0)
 
 
 class MonitorConfig(StrictModel):
-    every: int = Field(default=10, ge=1)  # steps between information snapshots
+    every: int = Field(default=10, ge=1, le=10_000_000)  # steps between information snapshots; steps' cap
     online_probe: bool = True  # linear classifier on detached features, trained alongside
     online_probe_lr: float = Field(default=1e-3, gt=0.0)
 
 
 class EvalConfig(StrictModel):
     enabled: bool = True  # run the offline evaluation when pretraining ends
-    linear_epochs: int = Field(default=30, ge=1)  # offline linear probe on frozen unmasked features
+    # offline linear probe on frozen unmasked features; MAE's probe trains 90 epochs, 1000 is >10x that
+    linear_epochs: int = Field(default=30, ge=1, le=1000)
     linear_lr: float = Field(default=1e-2, gt=0.0)
-    knn_k: int = Field(default=20, ge=1)  # weighted kNN
+    knn_k: int = Field(default=20, ge=1, le=1000)  # weighted kNN; the literature uses 20-200
     knn_temperature: float = Field(default=0.07, gt=0.0)
-    finetune_epochs: int = Field(default=0, ge=0)  # 0 skips fine-tuning
+    finetune_epochs: int = Field(default=0, ge=0, le=1000)  # 0 skips fine-tuning; MAE fine-tunes 50-100
     finetune_lr: float = Field(default=1e-3, gt=0.0)
 
 
@@ -113,9 +115,10 @@ class TrainConfig(StrictModel):
     steps: int = Field(default=300, ge=1, le=10_000_000)  # optimizer steps of pretraining
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
-    checkpoint_every: int = Field(default=100, ge=1)  # steps between checkpoints (and one at the end)
-    checkpoint_keep: int = Field(default=2, ge=1)  # newest step checkpoints kept on disk (last.pt is one)
-    log_every: int = Field(default=1, ge=1)  # steps between train/* metric emissions
+    checkpoint_every: int = Field(default=100, ge=1, le=10_000_000)  # steps between checkpoints; steps' cap
+    # newest step checkpoints kept on disk (last.pt is one); 100 ViT-L checkpoints with AdamW state are ~360 GB
+    checkpoint_keep: int = Field(default=2, ge=1, le=100)
+    log_every: int = Field(default=1, ge=1, le=10_000_000)  # steps between train/* metric emissions; steps' cap
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
