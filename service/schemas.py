@@ -29,6 +29,9 @@ Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:=+/-]{1,64}$")]
 Tags = Annotated[list[Label], Field(max_length=32)]
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
 MaxRetries = Annotated[int, Field(ge=0, le=20)]
+# A swept distribution's bounds: past any config field's range, yet integers up to here are exact floats
+SweepBound = Annotated[float, Field(ge=-1e15, le=1e15)]
+SWEEP_CELL_CEILING = 10_000  # no sweep has more cells, whatever MMAE_MAX_SWEEP_CELLS says: ~4 s of API CPU
 
 # SQLite hands back naive datetimes; every time the API returns is UTC, so say so.
 Timestamp = Annotated[
@@ -42,7 +45,7 @@ SortKey = Literal[
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999 parses as inf: refused here
 
 
 class Resources(RequestModel):
@@ -72,8 +75,8 @@ class ValuesSpec(RequestModel):
 
 class DistributionSpec(RequestModel):
     distribution: Literal["uniform", "log_uniform", "int_uniform"]
-    low: float
-    high: float
+    low: SweepBound
+    high: SweepBound
 
     @model_validator(mode="after")
     def _ordered(self) -> DistributionSpec:
@@ -104,9 +107,10 @@ class SweepCreate(RequestModel):
     base_config: TrainConfig = TrainConfig()
     parameters: dict[ParameterPath, ParameterSpec] = Field(min_length=1, max_length=16)
     strategy: Literal["grid", "random"] = "grid"
-    num_samples: int | None = Field(default=None, ge=1, le=10_000)  # random only
-    seed: int = 0  # random only: the same seed draws the same cells, so resubmitting is idempotent
-    max_concurrency: int | None = Field(default=None, ge=1)
+    num_samples: int | None = Field(default=None, ge=1, le=SWEEP_CELL_CEILING)  # random only
+    # random only: the same seed draws the same cells, so resubmitting is idempotent; a 64-bit integer
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    max_concurrency: int | None = Field(default=None, ge=1, le=SWEEP_CELL_CEILING)  # more would never bind
     priority: Priority = 0
     max_retries: MaxRetries = 2
     resources: Resources = Resources()

@@ -8,7 +8,10 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.schemas import SWEEP_CELL_CEILING
 from workers.storage import parse_storage_uri
+
+DEFAULT_MAX_SWEEP_CELLS = 1000  # ~0.4 s of API CPU to expand and insert (10,000 cells took 3.8 s)
 
 
 class Settings(BaseSettings):
@@ -42,6 +45,8 @@ class Settings(BaseSettings):
     # partitioned worker. At least three intervals, so one slow write never fails an attempt.
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # Def. 5.1 erank < this * min(B, d): collapse
+    # Most cells one sweep may expand to (422 above it); at most SWEEP_CELL_CEILING
+    max_sweep_cells: int = Field(default=DEFAULT_MAX_SWEEP_CELLS, ge=1, le=SWEEP_CELL_CEILING)
 
     @model_validator(mode="after")
     def _heartbeat_timeout_spans_beats(self) -> Settings:

@@ -3,7 +3,8 @@
 Grid takes the cartesian product of every parameter's ``values``; random draws ``num_samples`` cells
 (``values`` uniformly, or a distribution) from a generator seeded by the sweep's ``seed``, so the
 same request always yields the same cells. Cells are identified by ``mmae.config.config_hash``;
-duplicates collapse into one.
+duplicates collapse into one. A sweep asking for more than ``max_cells`` (``MMAE_MAX_SWEEP_CELLS``) is
+refused before any cell is built.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pydantic import ValidationError
 
 from mmae.config import TrainConfig, apply_overrides, config_hash, flatten_config
 from service.schemas import DistributionSpec, SweepCreate, ValuesSpec
-
-MAX_CELLS = 10_000
+from service.settings import DEFAULT_MAX_SWEEP_CELLS
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,12 @@ class SweepSpecError(ValueError):
         self.loc = loc
 
 
-def expand(request: SweepCreate) -> list[Cell]:
-    """The distinct cells of ``request``, in generation order; raises ``SweepSpecError`` on bad parameters."""
+def expand(request: SweepCreate, max_cells: int = DEFAULT_MAX_SWEEP_CELLS) -> list[Cell]:
+    """The distinct cells of ``request``, in generation order; raises ``SweepSpecError`` on bad parameters
+    or when the grid (or ``num_samples``) asks for more than ``max_cells`` (``Settings.max_sweep_cells``)."""
     check_parameter_paths(request.base_config, request.parameters)
     cells: dict[str, Cell] = {}
-    for assignment in _assignments(request):
+    for assignment in _assignments(request, max_cells):
         config = _cell_config(request.base_config, assignment)
         flat = flatten_config(config)
         params = {path: flat[path] for path in assignment}  # as validated: 1 -> 1.0 for a float field
@@ -58,21 +59,27 @@ def check_parameter_paths(base: TrainConfig, parameters: dict[str, Any]) -> None
             raise SweepSpecError(("parameters", path), f"unknown config field '{path}'")
 
 
-def _assignments(request: SweepCreate) -> Iterator[dict[str, Any]]:
+def _assignments(request: SweepCreate, max_cells: int) -> Iterator[dict[str, Any]]:
     if request.strategy == "grid":
-        return _grid(request.parameters)
+        return _grid(request.parameters, max_cells)
     if request.num_samples is None:
         raise SweepSpecError(("num_samples",), "num_samples is required for strategy 'random'")
+    if request.num_samples > max_cells:
+        raise SweepSpecError(("num_samples",), f"{request.num_samples} cells asked for; {_at_most(max_cells)}")
     return _random(request.parameters, request.num_samples, request.seed)
 
 
-def _grid(parameters: dict[str, ValuesSpec | DistributionSpec]) -> Iterator[dict[str, Any]]:
+def _at_most(max_cells: int) -> str:
+    return f"a sweep may have at most {max_cells} cells (MMAE_MAX_SWEEP_CELLS)"
+
+
+def _grid(parameters: dict[str, ValuesSpec | DistributionSpec], max_cells: int) -> Iterator[dict[str, Any]]:
     for path, spec in parameters.items():
         if not isinstance(spec, ValuesSpec):
             raise SweepSpecError(("parameters", path), "grid sweeps need a 'values' list, not a distribution")
     size = math.prod(len(spec.values) for spec in parameters.values())
-    if size > MAX_CELLS:
-        raise SweepSpecError(("parameters",), f"the grid has {size} cells; at most {MAX_CELLS} are allowed")
+    if size > max_cells:
+        raise SweepSpecError(("parameters",), f"the grid has {size} cells; {_at_most(max_cells)}")
     names = list(parameters)
     for combo in itertools.product(*(parameters[name].values for name in names)):
         yield dict(zip(names, combo, strict=True))
