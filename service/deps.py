@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Cookie, Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from service.auth import COOKIE_NAME, TokenCache, find_token, hash_token, token_from_headers
 from service.db import Reads
 from service.ray_client import RayClient
 from service.settings import Settings
 from service.tracking import Tracker
+
+TOKEN_NAME_SCOPE_KEY = "mmae.token_name"  # where service.gate leaves the authenticated name in a request's scope
 
 
 async def get_settings(request: Request) -> Settings:
@@ -55,25 +58,30 @@ TrackerDep = Annotated[Tracker, Depends(get_tracker)]
 WakeSchedulerDep = Annotated[Callable[[], None], Depends(get_scheduler_wake)]
 
 
-async def current_token_name(
-    request: Request,
-    reads: ReadsDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    mmae_token: Annotated[str | None, Cookie(alias=COOKIE_NAME, include_in_schema=False)] = None,
-) -> str:
-    """The name of the caller's token (bearer header or cookie); 401 when missing, unknown or revoked.
+async def authenticate(connection: HTTPConnection) -> str | None:
+    """The name of the caller's live token (bearer header, else the cookie), or None; reads no body.
 
     Verified tokens are remembered for a few seconds (``TokenCache``), so most requests skip the lookup
     (an indexed one, on the token's hash, in a worker thread, shared by the requests that wait for it).
     """
-    token = token_from_headers(authorization, mmae_token)
-    cache: TokenCache = request.app.state.token_cache
+    token = token_from_headers(connection.headers.get("authorization"), connection.cookies.get(COOKIE_NAME))
+    if token is None:
+        return None
+    state = connection.app.state
+    cache: TokenCache = state.token_cache
 
     async def lookup() -> str | None:
+        reads: Reads = state.reads
         row = await reads.run(find_token, token)  # its own short session: a stream must not pin one
         return row.name if row is not None else None
 
-    name = await cache.name(hash_token(token), lookup) if token else None
+    return await cache.name(hash_token(token), lookup)
+
+
+async def current_token_name(request: Request) -> str:
+    """The caller's token name: the one ``service.gate`` found before the body was read, else looked up
+    here (a route outside the gate's protected paths); 401 when missing, unknown or revoked."""
+    name = request.scope.get(TOKEN_NAME_SCOPE_KEY) or await authenticate(request)
     if name is None:
         raise HTTPException(
             status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"}

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.auth import ADMIN_TOKEN_FILE, TokenCache, bootstrap_admin_token
 from service.db import Reads, make_engine, make_session_factory, session_scope
 from service.errors import install_error_handlers
+from service.gate import RequestGate
 from service.leader import SchedulerLeader, lease_for
 from service.migrations import upgrade_to_head
 from service.ray_client import RayClient
@@ -78,10 +79,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application bound to ``settings`` (read from the environment when None)."""
     app = FastAPI(title="mmae control plane", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings or Settings()
+    app.state.settings = settings = settings or Settings()
     app.state.token_cache = TokenCache()
     install_error_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=GZIP_LEVEL)
+    app.add_middleware(RequestGate, max_body_bytes=settings.max_body_bytes)  # outermost: before any body read
     for router in (
         auth.router,
         jobs.router,

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.schemas import SWEEP_CELL_CEILING
 from workers.storage import parse_storage_uri
 
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20  # the largest valid sweep (16 x 1000 values) is ~0.3 MB; 4 MiB bounds the parse
 DEFAULT_MAX_SWEEP_CELLS = 1000  # ~0.4 s of API CPU to expand and insert (10,000 cells took 3.8 s)
 
 
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     # partitioned worker. At least three intervals, so one slow write never fails an attempt.
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # Def. 5.1 erank < this * min(B, d): collapse
+    # Largest request body in bytes (413 above it): bounds what one request makes the API read and parse
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**30)
     # Most cells one sweep may expand to (422 above it); at most SWEEP_CELL_CEILING
     max_sweep_cells: int = Field(default=DEFAULT_MAX_SWEEP_CELLS, ge=1, le=SWEEP_CELL_CEILING)
 
