@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.data_roots import DataRoots, parse_data_roots
 from service.schemas import SWEEP_CELL_CEILING
 from workers.storage import parse_storage_uri
 
@@ -46,6 +48,9 @@ class Settings(BaseSettings):
     # partitioned worker. At least three intervals, so one slow write never fails an attempt.
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     collapse_fraction: float = Field(default=0.1, gt=0, lt=1)  # Def. 5.1 erank < this * min(B, d): collapse
+    # Folders whose datasets jobs may read (colon-separated absolute paths, as every worker mounts them);
+    # none: only the bundled digits and synthetic data (see service/data_roots.py)
+    data_roots: Annotated[DataRoots, NoDecode] = ()
     # Largest request body in bytes (413 above it): bounds what one request makes the API read and parse
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**30)
     # Most cells one sweep may expand to (422 above it); at most SWEEP_CELL_CEILING
@@ -76,6 +81,12 @@ class Settings(BaseSettings):
             raise ValueError("MMAE_DATABASE_URL: the database password must be at least 16 random characters, "
                              "not a placeholder")
         return self
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _data_roots_are_absolute(cls, roots: Any) -> DataRoots:
+        """From the variable's text (``/a:/b``) or a sequence of paths; ValueError naming a relative one."""
+        return parse_data_roots(roots if isinstance(roots, str) else ":".join(str(root) for root in roots))
 
     @field_validator("storage_uri")
     @classmethod

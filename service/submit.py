@@ -2,8 +2,9 @@
 
 A create with an ``Idempotency-Key`` already seen returns the row it created the first time. A sweep
 resubmitted with the same name and the same cells (by config hash) returns the existing sweep.
-Before any row is written, every config (each sweep cell's, after its overrides) is checked against
-the resources: its global batch must split evenly over the workers.
+Before any row is written, every config (each sweep cell's, after its overrides) is checked: its
+global batch must split evenly over the workers, and its ``data.root``, if any, must lie inside the
+operator's dataset roots (``service.data_roots``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig, config_hash
+from service.data_roots import DataRoots, root_refusal
 from service.errors import validation_error
 from service.models import Job, Sweep
 from service.run_params import key_params
@@ -26,9 +28,14 @@ from service.sweeps import Cell
 Row = TypeVar("Row", Job, Sweep)
 
 
-def create_job(session: Session, request: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
-    """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key)."""
+def create_job(
+    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots = ()
+) -> tuple[Job, bool]:
+    """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key).
+
+    ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
     _check_batch_split(request.config, request.resources)
+    _check_data_root(request.config, data_roots, ("body", "config", "data", "root"))
     existing = _by_key(session, Job, idempotency_key)
     if existing is not None:
         return existing, False
@@ -41,11 +48,20 @@ def create_job(session: Session, request: JobCreate, idempotency_key: str | None
 
 
 def create_sweep(
-    session: Session, request: SweepCreate, cells: list[Cell], idempotency_key: str | None
+    session: Session,
+    request: SweepCreate,
+    cells: list[Cell],
+    idempotency_key: str | None,
+    data_roots: DataRoots = (),
 ) -> tuple[Sweep, bool]:
-    """Insert a sweep and one queued job per cell; returns ``(sweep, created)``."""
+    """Insert a sweep and one queued job per cell; returns ``(sweep, created)``.
+
+    ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
     for cell in cells:
         _check_batch_split(cell.config, request.resources, cell.params)
+        swept = "data.root" in cell.params
+        loc = ("body", "parameters", "data.root") if swept else ("body", "base_config", "data", "root")
+        _check_data_root(cell.config, data_roots, loc)
     existing = _by_key(session, Sweep, idempotency_key) or _same_sweep(session, request.name, cells)
     if existing is not None:
         return existing, False
@@ -88,6 +104,13 @@ def _check_batch_split(
         f"{cell}config.data.batch_size {batch_size} is not divisible by resources.workers {workers} "
         "(every worker takes an equal share of the global batch)",
     )
+
+
+def _check_data_root(config: TrainConfig, data_roots: DataRoots, loc: tuple[str, ...]) -> None:
+    """Raise a 422 at ``loc`` naming the allowed roots when ``config.data.root`` lies outside them."""
+    refusal = root_refusal(config.data.root, data_roots)
+    if refusal is not None:
+        raise validation_error(loc, refusal)
 
 
 def _new_job(

@@ -1,4 +1,5 @@
-"""CIFAR pickles are read as data only: a file that names code is refused before anything runs."""
+"""What a job's ``data.root`` can do to a worker: CIFAR pickles are read as data only (a file that names code
+is refused before anything runs), and a bad root gets one answer whatever is there."""
 
 from __future__ import annotations
 
@@ -105,3 +106,14 @@ def test_a_batch_of_the_wrong_shape_names_the_file(tmp_path: Path) -> None:
     write_cifar10(tmp_path, dict.fromkeys(CIFAR10_FILES, good) | {"test_batch": bad})
     with pytest.raises(ValueError, match=r"test_batch: data must be uint8 \[N, 3072\], got uint8 \[2, 100\]"):
         build_datasets(DataConfig(dataset="cifar10", root=str(tmp_path)), seed=0)
+
+
+def test_a_missing_an_empty_and_a_file_root_get_one_answer(tmp_path: Path) -> None:
+    (tmp_path / "hollow").mkdir()
+    (tmp_path / "plain").write_bytes(b"x")
+    answers = set()
+    for name in ("absent", "hollow", "plain"):
+        with pytest.raises(FileNotFoundError) as raised:
+            build_datasets(DataConfig(dataset="cifar10", root=str(tmp_path / name)), seed=0)
+        answers.add(str(raised.value).replace(name, "<root>"))
+    assert len(answers) == 1, answers
