@@ -124,17 +124,20 @@ def mutual_information(k1: Tensor, k2: Tensor, alpha: float = 1.0) -> Tensor:
     return matrix_entropy(k1, alpha) + matrix_entropy(k2, alpha) - joint
 
 
-def singular_values(a: Tensor) -> Tensor:
+def singular_values(a: Tensor, scale: float | None = None) -> Tensor:
     """Singular values of ``A: [m, n]``, ``[min(m, n)]`` float64 descending; below-tolerance ones are 0.
 
-    The tolerance is ``max(m, n) * eps(A's dtype) * sigma_max``, so round-off of the input's own
-    precision never counts as a direction.
+    The tolerance is ``max(m, n) * eps(A's dtype) * scale`` with ``scale`` the size of the quantities
+    ``A`` was computed from (default ``sigma_max``), so round-off of the input's own precision never
+    counts as a direction. A difference of nearly equal matrices (features minus their mean) passes the
+    size of the originals, so that their round-off is not mistaken for structure.
     """
     if a.ndim != 2:
         raise ValueError(f"expected a matrix, got shape {tuple(a.shape)}")
     tol_scale = max(a.shape) * torch.finfo(a.dtype if a.is_floating_point() else torch.float64).eps
     sigma = torch.linalg.svdvals(a.to(torch.float64))
-    return torch.where(sigma > tol_scale * sigma.max(), sigma, torch.zeros_like(sigma))
+    reference = sigma.max() if scale is None else scale
+    return torch.where(sigma > tol_scale * reference, sigma, torch.zeros_like(sigma))
 
 
 def effective_rank(a: Tensor) -> Tensor:

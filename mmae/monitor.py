@@ -8,6 +8,10 @@ Single branch (MAE family: l2-normalised CLS of the masked pass; Siamese: the on
   info/entropy_a1 von Neumann entropy of the batch Gram matrix (Def. 3.1, alpha = 1)
   info/erank      effective rank of the l2-normalised features [B, d], exp H(sigma / sum sigma)
                   (Def. 5.1, the quantity of the paper's Fig. 4); at most min(B, d)
+  info/erank_centered  Def. 5.1 of the same features less their batch mean: how many directions the
+                  representations vary in, at most min(B - 1, d). A shared mean direction keeps info/erank
+                  near 1 on healthy MAE features; dimensional collapse (Jing et al., 2022) is this one
+                  falling to a handful, so the service's collapse alarm reads it.
 exp(info/entropy_a1) is the Gram-spectrum variant (sigma^2 weights, §5's "exponential of the matrix
 entropy"); it is lower than info/erank and needs no series of its own. One SVD of the normalised
 features gives both: the Gram's eigenvalues are the squared singular values.
@@ -53,6 +57,16 @@ def feature_singular_values(z: Tensor) -> Tensor:
     return singular_values(F.normalize(z, dim=1))
 
 
+def centered_singular_values(z: Tensor) -> Tensor:
+    """Singular values ``[min(B, d)]`` (float64) of the l2-normalised rows of ``z: [B, d]`` less their mean.
+
+    Round-off is judged against the normalised rows (Frobenius norm sqrt(B)), so features that are all
+    one point have no direction at all (effective rank 1), not the directions of their rounding noise.
+    """
+    zn = F.normalize(z, dim=1)
+    return singular_values(zn - zn.mean(dim=0), scale=math.sqrt(zn.shape[0]))
+
+
 def effective_rank_of(sigma: Tensor) -> float:
     """Def. 5.1 from singular values ``[n]``: ``exp H(sigma / sum sigma)``."""
     return math.exp(_entropy(spectrum_distribution(sigma), 1.0))
@@ -90,6 +104,7 @@ class InformationMonitor:
                 "info/tcr": tcr_regularizer(z1, self.mu, self.convention).item(),
                 "info/entropy_a1": _entropy(spectrum_distribution(sigma.square()), 1.0),
                 "info/erank": effective_rank_of(sigma),
+                "info/erank_centered": effective_rank_of(centered_singular_values(z1)),
             }
             if len(views) == 2:
                 z2 = views[1].float()

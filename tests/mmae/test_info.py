@@ -184,6 +184,12 @@ def test_singular_values_ignore_the_inputs_round_off() -> None:
     np.testing.assert_allclose(sigma[:3].numpy(), np.linalg.svd(z.double().numpy(), compute_uv=False)[:3], rtol=1e-6)
 
 
+def test_singular_values_judge_round_off_against_the_given_scale() -> None:
+    tiny = 1e-7 * torch.randn(64, 40, generator=torch.Generator().manual_seed(23))  # float32, all directions real
+    assert int((info.singular_values(tiny) > 0).sum()) == 40
+    assert int((info.singular_values(tiny, scale=1.0) > 0).sum()) == 0  # round-off of unit-size originals
+
+
 def test_matrix_kl_matches_matrix_logarithms() -> None:
     k1 = info.feature_correlation(random_features(30, 6, seed=10))
     k2 = info.feature_correlation(random_features(30, 6, seed=11))

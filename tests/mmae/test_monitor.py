@@ -13,7 +13,7 @@ from mmae.info import gram_matrix, matrix_entropy, matrix_js, mutual_information
 from mmae.monitor import InformationMonitor
 from mmae.train import fit
 
-SINGLE = {"info/tcr", "info/entropy_a1", "info/erank"}
+SINGLE = {"info/tcr", "info/entropy_a1", "info/erank", "info/erank_centered"}
 PAIR = SINGLE | {"info/erank_target"} | {
     f"info/{kind}_{m}{suffix}"
     for m in ("corr", "gram")
@@ -24,7 +24,7 @@ PAIR = SINGLE | {"info/erank_target"} | {
 
 
 def test_pair_names_match_the_contract():
-    assert len(PAIR) == 16
+    assert len(PAIR) == 17
     assert "info/joint_entropy_gram_a2" in PAIR and "info/eigen_js_corr" in PAIR
 
 
@@ -46,12 +46,16 @@ def test_all_metrics_present_and_finite(make):
     assert all(math.isfinite(v) for v in (*single.values(), *pair.values()))
 
 
-def direct_erank(z: torch.Tensor) -> float:
-    """Def. 5.1 by hand: numpy SVD of the l2-normalised rows, exp of the Shannon entropy of sigma / sum."""
-    rows = z.double().numpy()
-    sigma = np.linalg.svd(rows / np.linalg.norm(rows, axis=1, keepdims=True), compute_uv=False)
+def direct_erank_of(a: torch.Tensor) -> float:
+    """Def. 5.1 by hand: numpy SVD of ``a``, exp of the Shannon entropy of sigma / sum sigma."""
+    sigma = np.linalg.svd(a.double().numpy(), compute_uv=False)
     p = sigma / sigma.sum()
     return math.exp(-sum(pi * math.log(pi) for pi in p if pi > 0))
+
+
+def direct_erank(z: torch.Tensor) -> float:
+    """Def. 5.1 of the l2-normalised rows of ``z``."""
+    return direct_erank_of(torch.nn.functional.normalize(z.double(), dim=1))
 
 
 def test_single_branch_values_match_the_definitions():
@@ -84,6 +88,26 @@ def test_erank_counts_the_directions_of_low_rank_float32_features():
     values = InformationMonitor(mu=1.0, convention="paper")((z,))
     assert values["info/erank"] <= 3.0 + 1e-9  # float32 round-off adds no directions
     assert values["info/erank"] == pytest.approx(direct_erank(z), rel=1e-5)
+
+
+def test_centered_erank_counts_the_directions_features_vary_in_around_a_shared_mean():
+    """A big shared direction (as on MAE's CLS tokens) keeps Def. 5.1 near 1; the centred rank sees the rest."""
+    gen = torch.Generator().manual_seed(5)
+    basis = torch.linalg.qr(torch.randn(192, 8, generator=gen))[0].T  # orthonormal rows [8, 192]
+    z = 100.0 * basis[0] + torch.randn(256, 7, generator=gen) @ basis[1:]  # mean on one axis, 7 others vary
+    values = InformationMonitor(mu=1.0, convention="official")((z,))
+    assert values["info/erank"] < 1.5
+    zn = torch.nn.functional.normalize(z.double(), dim=1)
+    assert values["info/erank_centered"] == pytest.approx(direct_erank_of(zn - zn.mean(dim=0)), rel=1e-4)
+    assert 6.5 < values["info/erank_centered"] < 7.1  # row normalisation bends the 7 axes a little
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-6])
+def test_one_point_has_centered_erank_one_even_with_rounding_noise(noise):
+    z = torch.randn(192, generator=torch.Generator().manual_seed(6)).expand(128, 192).clone()
+    z += noise * torch.randn(128, 192, generator=torch.Generator().manual_seed(7))
+    values = InformationMonitor(mu=1.0, convention="official")((z,))
+    assert values["info/erank_centered"] == 1.0 and values["info/erank"] == pytest.approx(1.0)
 
 
 def test_pair_values_match_the_definitions():
