@@ -29,7 +29,7 @@ Row = TypeVar("Row", Job, Sweep)
 
 
 def create_job(
-    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots = ()
+    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots
 ) -> tuple[Job, bool]:
     """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key).
 
@@ -52,7 +52,7 @@ def create_sweep(
     request: SweepCreate,
     cells: list[Cell],
     idempotency_key: str | None,
-    data_roots: DataRoots = (),
+    data_roots: DataRoots,
 ) -> tuple[Sweep, bool]:
     """Insert a sweep and one queued job per cell; returns ``(sweep, created)``.
 

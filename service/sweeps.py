@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from mmae.config import TrainConfig, apply_overrides, config_hash, flatten_config
 from service.schemas import DistributionSpec, SweepCreate, ValuesSpec
-from service.settings import DEFAULT_MAX_SWEEP_CELLS
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class SweepSpecError(ValueError):
         self.loc = loc
 
 
-def expand(request: SweepCreate, max_cells: int = DEFAULT_MAX_SWEEP_CELLS) -> list[Cell]:
+def expand(request: SweepCreate, max_cells: int) -> list[Cell]:
     """The distinct cells of ``request``, in generation order; raises ``SweepSpecError`` on bad parameters
     or when the grid (or ``num_samples``) asks for more than ``max_cells`` (``Settings.max_sweep_cells``)."""
     check_parameter_paths(request.base_config, request.parameters)

@@ -62,7 +62,7 @@ def create(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a job; replaying an ``Idempotency-Key`` returns the job it created (200)."""
-    job, created = create_job(session, body, idempotency_key)
+    job, created = create_job(session, body, idempotency_key, settings.data_roots)
     if created:
         wake()
     else:

@@ -38,10 +38,10 @@ def create(
 ) -> SweepOut:
     """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
     try:
-        cells = expand(body)
+        cells = expand(body, settings.max_sweep_cells)
     except SweepSpecError as error:
         raise validation_error(("body", *error.loc), str(error)) from error
-    sweep, created = create_sweep(session, body, cells, idempotency_key)
+    sweep, created = create_sweep(session, body, cells, idempotency_key, settings.data_roots)
     if created:
         wake()
     else:

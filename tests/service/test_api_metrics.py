@@ -16,8 +16,9 @@ from mmae.callbacks import RunInfo, TrainResult
 from service.auth import TokenCache
 from service.db import session_scope
 from service.live import MetricsCursor
-from service.models import Job
+from service.models import Attempt, Job
 from service.settings import Settings
+from service.states import AttemptStatus
 from workers.reporter import Reporter, connect
 
 Submit = Callable[..., dict[str, Any]]
@@ -26,6 +27,8 @@ Submit = Callable[..., dict[str, Any]]
 @pytest.fixture
 def reporter(settings: Settings, submit: Submit, client: TestClient) -> Iterator[Reporter]:
     job = submit()
+    with session_scope(client.app.state.session_factory) as session:  # the job's current attempt: it may write
+        session.add(Attempt(id=1, job_id=job["id"], number=1, status=AttemptStatus.RUNNING))
     engine = connect(settings.resolved_database_url)
     reporting = Reporter(engine, job_id=job["id"], attempt_id=1, flush_points=10_000, flush_interval_s=3600)
     reporting.on_train_start(

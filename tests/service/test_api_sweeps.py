@@ -178,7 +178,7 @@ def test_idempotency_key_on_sweeps(client: TestClient) -> None:
             },
             {},
             ["body", "parameters"],
-            "at most 10000",
+            "at most 1000 cells",
         ),
     ],
 )
