@@ -10,12 +10,16 @@ from mmae.config import TrainConfig
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
-    """``config.device`` with ``auto`` resolved: CUDA when available, else CPU."""
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``config.device`` with ``auto`` resolved: CUDA when available, else CPU.
+
+    CUDA means the process's current device, with its index (``cuda:k``): the launcher picks it
+    (``CUDA_VISIBLE_DEVICES``, or ``torch.cuda.set_device(local_rank)`` under torchrun / Ray Train).
+    """
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available")
-    return torch.device(config.device)
+    if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> str:

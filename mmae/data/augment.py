@@ -3,8 +3,9 @@
 One call draws one view per image: random resized crop + horizontal flip (one ``grid_sample``), colour
 jitter (brightness, contrast, saturation; no hue), random grayscale (RGB only), then Gaussian blur for
 images of 32 px and more or light Gaussian pixel noise for smaller ones. Call it twice for two views.
-All randomness comes from torch's global RNG of the batch's device, so a checkpointed RNG state
-reproduces the views exactly.
+All randomness comes from the step's ``StepRandom``: the draws are made for the whole global batch and
+cut to this rank's rows, so a sample gets the same view at any world size, and a resumed run repeats
+the views of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,26 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmae.data.global_batch import StepRandom
+
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 BLUR_MIN_SIZE = 32  # smaller images get pixel noise instead of blur (a blur would erase 8x8 digits)
-
-
-def _uniform(low: float, high: float, batch: int, device: torch.device) -> Tensor:
-    """``[batch, 1, 1, 1]`` uniform draws from the device's global generator."""
-    return torch.empty(batch, 1, 1, 1, device=device).uniform_(low, high)
-
-
-def _coin(p: float, batch: int, device: torch.device) -> Tensor:
-    """``[batch, 1, 1, 1]`` booleans, True with probability ``p``."""
-    return torch.rand(batch, 1, 1, 1, device=device) < p
+PER_IMAGE = (1, 1, 1)  # trailing shape of one draw per image, broadcasting over [C, H, W]
 
 
 def luminance(x: Tensor) -> Tensor:
-    """``[B, C, H, W]`` -> ``[B, 1, H, W]`` grey level (the image itself when ``C == 1``)."""
+    """``[B, C, H, W]`` -> ``[B, 1, H, W]`` grey level (the image itself when ``C == 1``).
+
+    Weights are Python floats, so no tensor is copied from the host on each call.
+    """
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor(LUMA_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
+    red, green, blue = LUMA_WEIGHTS
+    return red * x[:, 0:1] + green * x[:, 1:2] + blue * x[:, 2:3]
 
 
 class SimCLRAugment(nn.Module):
@@ -75,29 +72,33 @@ class SimCLRAugment(nn.Module):
             self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """One random view per image (see class doc); output dtype follows the input."""
+    def forward(self, x: Tensor, random: StepRandom) -> Tensor:
+        """One random view per image of ``x: [b, C, H, W]``, ``random``'s rows (see class doc).
+
+        Output ``[b, C, image_size, image_size]``, dtype of the input.
+        """
         out = x.float() * self.std + self.mean if self.pixel_space else x.float()
-        out = self.crop_and_flip(out)
-        out = self.color_jitter(out)
-        out = self.grayscale(out)
-        out = self.blur(out)
-        out = out + self.noise_std * torch.randn_like(out)
+        out = self.crop_and_flip(out, random)
+        out = self.color_jitter(out, random)
+        out = self.grayscale(out, random)
+        out = self.blur(out, random)
+        if self.noise_std:
+            out = out + self.noise_std * random.normal(*out.shape[1:])
         if self.pixel_space:
             out = (out.clamp(0.0, 1.0) - self.mean) / self.std
         return out.to(x.dtype)
 
-    def crop_and_flip(self, x: Tensor) -> Tensor:
+    def crop_and_flip(self, x: Tensor, random: StepRandom) -> Tensor:
         """Crop of area ``U(min_scale, 1)``, aspect log-uniform in ``[3/4, 4/3]``, resized, maybe mirrored."""
-        b, device = x.shape[0], x.device
-        area = _uniform(self.min_scale, 1.0, b, device).view(b)
-        ratio = _uniform(math.log(3 / 4), math.log(4 / 3), b, device).view(b).exp()
+        b = x.shape[0]
+        area = random.uniform(self.min_scale, 1.0)
+        ratio = random.uniform(math.log(3 / 4), math.log(4 / 3)).exp()
         width = (area * ratio).sqrt().clamp(max=1.0)
         height = (area / ratio).sqrt().clamp(max=1.0)
-        center_x = (2 * torch.rand(b, device=device) - 1) * (1 - width)
-        center_y = (2 * torch.rand(b, device=device) - 1) * (1 - height)
-        mirror = torch.rand(b, device=device) < (0.5 if self.flip else 0.0)
-        theta = torch.zeros(b, 2, 3, device=device)
+        center_x = (2 * random.rand() - 1) * (1 - width)
+        center_y = (2 * random.rand() - 1) * (1 - height)
+        mirror = random.coin(0.5 if self.flip else 0.0)
+        theta = torch.zeros(b, 2, 3, device=x.device)
         theta[:, 0, 0] = torch.where(mirror, -width, width)
         theta[:, 0, 2] = center_x
         theta[:, 1, 1] = height
@@ -105,34 +106,34 @@ class SimCLRAugment(nn.Module):
         grid = F.affine_grid(theta, [b, x.shape[1], self.image_size, self.image_size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    def color_jitter(self, x: Tensor) -> Tensor:
+    def color_jitter(self, x: Tensor, random: StepRandom) -> Tensor:
         """With probability ``jitter_prob``: brightness, contrast, (RGB) saturation factors in ``1 +- s``."""
-        b, s, device = x.shape[0], self.jitter_strength, x.device
-        out = x * _uniform(1 - s, 1 + s, b, device)
+        s = self.jitter_strength
+        out = x * random.uniform(1 - s, 1 + s, *PER_IMAGE)
         grey_mean = luminance(out).mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - grey_mean) * _uniform(1 - s, 1 + s, b, device) + grey_mean
+        out = (out - grey_mean) * random.uniform(1 - s, 1 + s, *PER_IMAGE) + grey_mean
         if x.shape[1] == 3:
             grey = luminance(out)
-            out = (out - grey) * _uniform(1 - s, 1 + s, b, device) + grey
-        return torch.where(_coin(self.jitter_prob, b, device), out, x)
+            out = (out - grey) * random.uniform(1 - s, 1 + s, *PER_IMAGE) + grey
+        return torch.where(random.coin(self.jitter_prob, *PER_IMAGE), out, x)
 
-    def grayscale(self, x: Tensor) -> Tensor:
+    def grayscale(self, x: Tensor, random: StepRandom) -> Tensor:
         """With probability ``gray_prob`` (0 for single-channel input): replace colour by luminance."""
         if self.gray_prob == 0.0:
             return x
-        return torch.where(_coin(self.gray_prob, x.shape[0], x.device), luminance(x).expand_as(x), x)
+        return torch.where(random.coin(self.gray_prob, *PER_IMAGE), luminance(x).expand_as(x), x)
 
-    def blur(self, x: Tensor) -> Tensor:
+    def blur(self, x: Tensor, random: StepRandom) -> Tensor:
         """With probability ``blur_prob``: separable Gaussian blur, sigma ``U(0.1, 2)`` px, width ~S/10."""
         if self.blur_prob == 0.0:
             return x
         b, c, h, w = x.shape
         size = max(3, int(0.1 * self.image_size) // 2 * 2 + 1)
         offsets = torch.arange(size, device=x.device, dtype=x.dtype) - size // 2
-        sigma = _uniform(0.1, 2.0, b, x.device).view(b, 1)
+        sigma = random.uniform(0.1, 2.0, 1)
         kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
         identity = (offsets == 0).to(x.dtype).expand(b, size)
-        blurred = _coin(self.blur_prob, b, x.device).view(b, 1)
+        blurred = random.coin(self.blur_prob, 1)
         kernel = torch.where(blurred, kernel / kernel.sum(1, keepdim=True), identity)
         weight = kernel.repeat_interleave(c, dim=0)
         pad = size // 2

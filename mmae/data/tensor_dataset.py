@@ -35,6 +35,10 @@ class TensorImageDataset(Dataset):
         self.image_size = image_size
         self.mean = mean
         self.std = std
+        # [1, C, 1, 1] on the images' device, made once: building them per batch would copy from the
+        # host, and wait on the device, at every step
+        self.mean_tensor = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+        self.std_tensor = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -54,9 +58,7 @@ class TensorImageDataset(Dataset):
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             size = (self.image_size, self.image_size)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return (x - self.mean_tensor.to(x.device)) / self.std_tensor.to(x.device)
 
     def batch(self, index: Tensor, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """Rows ``index [B]`` -> ``(images [B, C, S, S] float32 normalised, labels [B] int64)`` on device."""

@@ -77,9 +77,9 @@ class MaskedAutoencoder(nn.Module):
         imgs = patches.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return imgs.reshape(b, c, g * p, g * p)
 
-    def encode(self, imgs: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+    def encode(self, imgs: Tensor, mask_ratio: float, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Stage 1, ``ViTEncoder.forward_masked``: ``latent [B, 1+K, D], mask [B, N], ids_restore [B, N]``."""
-        return self.encoder.forward_masked(imgs, mask_ratio)
+        return self.encoder.forward_masked(imgs, mask_ratio, noise)
 
     def fill_mask_tokens(self, tokens: Tensor, ids_restore: Tensor) -> Tensor:
         """``[B, 1+K, Dd]`` visible tokens -> ``[B, 1+N, Dd]``: mask tokens appended, then unshuffled."""
@@ -96,8 +96,11 @@ class MaskedAutoencoder(nn.Module):
         tokens = self.decoder_blocks(tokens + self.decoder_pos_embed)
         return self.decoder_pred(self.decoder_norm(tokens))[:, 1:]
 
-    def forward(self, imgs: Tensor, mask_ratio: float) -> MAEOutput:
-        """``[B, C, H, W]`` -> ``MAEOutput`` (encode visible patches, decode all, keep the masked CLS)."""
-        latent, mask, ids_restore = self.encode(imgs, mask_ratio)
+    def forward(self, imgs: Tensor, mask_ratio: float, noise: Tensor) -> MAEOutput:
+        """``[B, C, H, W]`` -> ``MAEOutput`` (encode visible patches, decode all, keep the masked CLS).
+
+        noise: ``[B, N]`` uniform draws choosing the visible patches (``random_masking``).
+        """
+        latent, mask, ids_restore = self.encode(imgs, mask_ratio, noise)
         pred = self.decode(latent, ids_restore)
         return MAEOutput(pred=pred, target=self.patchify(imgs), mask=mask, cls=latent[:, 0])

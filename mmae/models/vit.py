@@ -52,17 +52,20 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
     return max(1, min(round(num_patches * (1.0 - mask_ratio)), num_patches - 1))
 
 
-def random_masking(tokens: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+def random_masking(tokens: Tensor, mask_ratio: float, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Keep a uniformly random subset of tokens per sample (MAE's per-sample shuffle).
 
-    tokens: ``[B, N, D]``. Returns ``kept [B, K, D]`` with ``K = num_kept(N, mask_ratio)``,
-    ``mask [B, N]`` (float, 1 = hidden, in the original token order) and ``ids_restore [B, N]``,
-    the inverse permutation: ``shuffled.gather(1, ids_restore)`` puts tokens back in place.
-    Draws from torch's global RNG of ``tokens.device``.
+    tokens: ``[B, N, D]``; noise: ``[B, N]`` i.i.d. uniform draws, one per token (the tokens with the
+    smallest noise are kept, as in facebookresearch/mae). Returns ``kept [B, K, D]`` with
+    ``K = num_kept(N, mask_ratio)``, ``mask [B, N]`` (float, 1 = hidden, in the original token order)
+    and ``ids_restore [B, N]``, the inverse permutation: ``shuffled.gather(1, ids_restore)`` puts
+    tokens back in place.
     """
     batch, length, dim = tokens.shape
+    if noise.shape != (batch, length):
+        raise ValueError(f"noise must be [B, N] = {[batch, length]}, got {list(noise.shape)}")
     keep = num_kept(length, mask_ratio)
-    ids_shuffle = torch.rand(batch, length, device=tokens.device).argsort(dim=1)
+    ids_shuffle = noise.argsort(dim=1)
     ids_restore = ids_shuffle.argsort(dim=1)
     ids_keep = ids_shuffle[:, :keep]
     kept = tokens.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
@@ -142,13 +145,13 @@ class ViTEncoder(nn.Module):
         """Transformer blocks then the final LayerNorm, ``[B, T, D]`` -> ``[B, T, D]``."""
         return self.norm(self.blocks(tokens))
 
-    def forward_masked(self, x: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_masked(self, x: Tensor, mask_ratio: float, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode the visible patches only.
 
-        x: ``[B, C, H, W]``. Returns ``tokens [B, 1 + K, D]`` (CLS first), ``mask [B, N]`` (1 = hidden)
-        and ``ids_restore [B, N]`` (see ``random_masking``).
+        x: ``[B, C, H, W]``; noise: ``[B, N]`` uniform, which patches stay visible (see ``random_masking``).
+        Returns ``tokens [B, 1 + K, D]`` (CLS first), ``mask [B, N]`` (1 = hidden) and ``ids_restore [B, N]``.
         """
-        visible, mask, ids_restore = random_masking(self.embed_patches(x), mask_ratio)
+        visible, mask, ids_restore = random_masking(self.embed_patches(x), mask_ratio, noise)
         return self.transform(self.prepend_cls(visible)), mask, ids_restore
 
     def forward_features(self, x: Tensor) -> Tensor:

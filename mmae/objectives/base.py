@@ -2,6 +2,9 @@
 
 An objective owns the networks of one method (encoder, decoder or projector heads, BYOL's target)
 and turns a batch of images into a loss. The loop in ``mmae.train`` never branches on the method.
+Under data parallelism an objective sees this rank's b = B/N rows; it gathers what couples samples
+with ``mmae.distributed.gather_rows`` so its loss and outputs are those of the global batch B
+(see ``mmae.distributed`` for why the gradients are then exact).
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from mmae.data import StepRandom
+
 
 @dataclass(frozen=True)
 class StepOutput:
     """Result of one objective forward pass.
 
-    loss: scalar to minimise (carries the graph).
-    metrics: ``train/*`` values as detached 0-dim tensors (turned into floats only at log steps,
-        so a CUDA step never waits on the host).
-    features: [B, F] detached features for the online linear probe.
-    monitor_views: detached [B, d] feature matrices for the information monitor: one view for the
-        MAE family (CLS of the masked pass), two for Siamese methods (branch 1, branch 2).
+    loss: scalar to minimise (carries the graph): this rank's share, whose mean over ranks is the
+        global batch's loss.
+    metrics: ``train/*`` values as detached 0-dim tensors, this rank's shares like ``loss`` (turned
+        into floats, averaged over ranks, only at log steps, so a CUDA step never waits on the host).
+    features: [B, F] detached features of the global batch, for the online linear probe.
+    monitor_views: detached [B, d] feature matrices of the global batch for the information monitor:
+        one view for the MAE family (CLS of the masked pass), two for Siamese methods (branch 1, 2).
     """
 
     loss: Tensor
@@ -31,13 +37,13 @@ class StepOutput:
 
 
 class Objective(nn.Module):
-    """Base class: ``forward(images, step) -> StepOutput`` plus an unmasked feature extractor."""
+    """Base class: ``forward(images, random) -> StepOutput`` plus an unmasked feature extractor."""
 
     feature_dim: int  # F, the width of ``encode``'s output and of ``StepOutput.features``
     monitor_dim: int  # d, the width of each ``StepOutput.monitor_views`` matrix
 
-    def forward(self, images: Tensor, step: int) -> StepOutput:
-        """images: [B, C, H, W] normalised; step: optimizer steps completed so far."""
+    def forward(self, images: Tensor, random: StepRandom) -> StepOutput:
+        """images: [b, C, H, W] normalised, this rank's rows; random: the step's draws (masks, views)."""
         raise NotImplementedError
 
     def encode(self, images: Tensor) -> Tensor:

@@ -4,6 +4,12 @@ Both views come from ``SimCLRAugment`` applied to the same batch; branch k maps 
 backbone (features h_k [B, F]) and the projector (embeddings z_k [B, d]). Losses (paper §3.3):
 SimCLR InfoNCE (Eq. 1), spectral contrastive (Eq. 2), Barlow Twins (Eq. 3); BYOL (Grill et al.,
 2020) regresses the online predictor onto an EMA target network, symmetrised over the views.
+
+Under data parallelism the three pair losses run on the embeddings of the global batch, gathered
+over ranks with their gradient (all ranks' negatives; Barlow Twins' standardisation and
+cross-correlation over all B rows); BYOL's per-sample loss stays local, and its EMA update is the
+same on every rank because the online weights are. BatchNorm layers see the global batch when
+``mmae.models.to_global_batchnorm`` has converted them (``fit`` does, at world size > 1).
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from mmae.config import TrainConfig
-from mmae.data import SimCLRAugment
+from mmae.data import SimCLRAugment, StepRandom
+from mmae.distributed import gather_rows
 from mmae.losses import (
     barlow_twins_loss,
     byol_loss,
@@ -52,22 +59,23 @@ class SiameseObjective(Objective):
             self.predictor = prediction_mlp(m.projector_dim, m.predictor_hidden_dim, m.projector_dim)
             self.target = copy.deepcopy(self.online).requires_grad_(False)
 
-    def forward(self, images: Tensor, step: int) -> StepOutput:
-        """images [B, C, H, W] -> loss; features = backbone(view 1) [B, F]; views = (z1, z2) [B, d]."""
-        view1, view2 = self.augment(images), self.augment(images)
+    def forward(self, images: Tensor, random: StepRandom) -> StepOutput:
+        """images [b, C, H, W] -> loss; global features = backbone(view 1) [B, F]; views = (z1, z2) [B, d].
+
+        For BYOL the second view is the target network's embedding of view 2.
+        """
+        view1, view2 = self.augment(images, random), self.augment(images, random)
         backbone, projector = self.online
         h1, h2 = backbone(view1), backbone(view2)
         z1, z2 = projector(h1), projector(h2)
         if self.method == "byol":
-            loss, z2 = self._byol_loss(view1, view2, z1, z2)
+            loss, target2 = self._byol_loss(view1, view2, z1, z2)
+            views = (gather_rows(z1.detach()), gather_rows(target2))
         else:
+            z1, z2 = gather_rows(z1), gather_rows(z2)
             loss = self._pair_loss(z1, z2)
-        return StepOutput(
-            loss=loss,
-            metrics={},
-            features=h1.detach(),
-            monitor_views=(z1.detach(), z2.detach()),
-        )
+            views = (z1.detach(), z2.detach())
+        return StepOutput(loss=loss, metrics={}, features=gather_rows(h1.detach()), monitor_views=views)
 
     def _pair_loss(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Symmetric two-branch loss of the contrastive / decorrelation methods on [B, d] embeddings."""

@@ -14,8 +14,10 @@ from sklearn.datasets import load_digits
 
 from mmae.config import DataConfig
 from mmae.data import (
+    BatchShard,
     DatasetBundle,
     SimCLRAugment,
+    StepRandom,
     TensorImageDataset,
     build_datasets,
     eval_batches,
@@ -288,26 +290,26 @@ def test_simclr_views_differ_and_are_reproducible() -> None:
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
     augment = SimCLRAugment(32, 3, mean=mean, std=std)
     x = (torch.rand(6, 3, 32, 32) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    torch.manual_seed(0)
-    view1, view2 = augment(x), augment(x)
+    random = StepRandom(seed=0, step=5, shard=BatchShard.whole(6), device="cpu")
+    view1, view2 = augment(x, random), augment(x, random)
     assert view1.shape == view2.shape == x.shape and view1.dtype == torch.float32
     assert not torch.allclose(view1, view2)
-    torch.manual_seed(0)
-    assert augment(x).equal(view1)
+    assert augment(x, StepRandom(seed=0, step=5, shard=BatchShard.whole(6), device="cpu")).equal(view1)
+    assert not augment(x, StepRandom(seed=0, step=6, shard=BatchShard.whole(6), device="cpu")).equal(view1)
     as_pixels = view1 * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     assert as_pixels.min() >= -1e-5 and as_pixels.max() <= 1 + 1e-5
 
 
 def test_simclr_resizes_single_channel_and_keeps_dtype() -> None:
     augment = SimCLRAugment(16, 1)
-    view = augment(torch.rand(4, 1, 8, 8, dtype=torch.float64))
+    view = augment(torch.rand(4, 1, 8, 8, dtype=torch.float64), StepRandom(0, 0, BatchShard.whole(4), "cpu"))
     assert view.shape == (4, 1, 16, 16) and view.dtype == torch.float64
 
 
 def test_blur_smooths_and_keeps_constant_images() -> None:
     augment = SimCLRAugment(32, 3, blur_prob=1.0)
     x = torch.rand(4, 3, 32, 32)
-    blurred = augment.blur(x)
+    blurred = augment.blur(x, StepRandom(0, 0, BatchShard.whole(4), "cpu"))
     assert blurred.diff(dim=-1).abs().mean() < 0.8 * x.diff(dim=-1).abs().mean()
     constant = torch.full((2, 3, 32, 32), 0.3)
-    assert torch.allclose(augment.blur(constant), constant, atol=1e-6)
+    assert torch.allclose(augment.blur(constant, StepRandom(0, 0, BatchShard.whole(2), "cpu")), constant, atol=1e-6)

@@ -40,7 +40,7 @@ def test_small_presets_forward_real_tensors(size: str) -> None:
     assert (encoder.embed_dim, len(encoder.blocks), encoder.blocks[0].attn.num_heads) == (dim, depth, heads)
     x = torch.randn(2, 1, 8, 8)
     assert encoder.forward_features(x).shape == (2, dim)
-    tokens, mask, ids_restore = encoder.forward_masked(x, 0.75)
+    tokens, mask, ids_restore = encoder.forward_masked(x, 0.75, torch.rand(2, 16))
     assert tokens.shape == (2, 1 + 4, dim) and mask.shape == ids_restore.shape == (2, 16)
 
 
@@ -49,7 +49,7 @@ def test_big_presets_build_with_preset_dims(size: str) -> None:
     dim, depth, heads = VIT_PRESETS[size]
     with torch.device("meta"):  # shape-only: no memory, no compute
         mae = build_mae(ModelConfig(size=size, patch_size=4), 32, 3)
-        out = mae(torch.empty(2, 3, 32, 32), 0.75)
+        out = mae(torch.empty(2, 3, 32, 32), 0.75, torch.empty(2, 64))
         features = mae.encoder.forward_features(torch.empty(2, 3, 32, 32))
     encoder = mae.encoder
     assert (encoder.embed_dim, len(encoder.blocks), encoder.blocks[0].attn.num_heads) == (dim, depth, heads)
@@ -71,7 +71,7 @@ def test_any_geometry_shapes(img: int, patch: int, chans: int) -> None:
     mae = tiny_mae(img, patch, chans)
     n = (img // patch) ** 2
     x = torch.randn(3, chans, img, img)
-    out = mae(x, 0.75)
+    out = mae(x, 0.75, torch.rand(3, n))
     assert isinstance(out, MAEOutput)
     assert out.pred.shape == out.target.shape == (3, n, patch * patch * chans)
     assert out.mask.shape == (3, n) and out.mask.dtype == torch.float32
@@ -86,7 +86,7 @@ def test_any_geometry_shapes(img: int, patch: int, chans: int) -> None:
 def test_masking_keeps_round_n_times_one_minus_ratio(n: int, ratio: float) -> None:
     keep = round(n * (1 - ratio))
     tokens = torch.arange(n, dtype=torch.float32).view(1, n, 1).repeat(5, 1, 3)
-    kept, mask, ids_restore = random_masking(tokens, ratio)
+    kept, mask, ids_restore = random_masking(tokens, ratio, torch.rand(5, n))
     assert kept.shape == (5, keep, 3)
     assert mask.sum(dim=1).eq(n - keep).all()
     ids_shuffle = ids_restore.argsort(dim=1)
@@ -98,20 +98,26 @@ def test_masking_keeps_round_n_times_one_minus_ratio(n: int, ratio: float) -> No
     assert shuffled.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, 3)).equal(tokens)
 
 
-def test_masking_is_per_sample_and_seeded() -> None:
+def test_masking_keeps_the_tokens_of_smallest_noise_per_sample() -> None:
     tokens = torch.randn(8, 64, 4)
-    torch.manual_seed(3)
-    _, mask_a, _ = random_masking(tokens, 0.75)
-    torch.manual_seed(3)
-    _, mask_b, _ = random_masking(tokens, 0.75)
+    noise = torch.rand(8, 64)
+    _, mask_a, _ = random_masking(tokens, 0.75, noise)
+    _, mask_b, _ = random_masking(tokens, 0.75, noise.clone())
     assert mask_a.equal(mask_b)
     assert len({tuple(row.tolist()) for row in mask_a}) == 8
+    smallest = noise.argsort(dim=1)[:, :16]
+    assert mask_a.gather(1, smallest).eq(0).all() and mask_a.sum() == 8 * 48
+
+
+def test_masking_rejects_noise_of_the_wrong_shape() -> None:
+    with pytest.raises(ValueError, match=r"noise must be \[B, N\] = \[2, 16\], got \[2, 15\]"):
+        random_masking(torch.randn(2, 16, 4), 0.75, torch.rand(2, 15))
 
 
 def test_extreme_ratios_keep_and_hide_at_least_one_patch() -> None:
     tokens = torch.randn(2, 16, 4)
-    assert random_masking(tokens, 0.99)[0].shape[1] == 1
-    assert random_masking(tokens, 0.01)[1].sum(dim=1).eq(1).all()
+    assert random_masking(tokens, 0.99, torch.rand(2, 16))[0].shape[1] == 1
+    assert random_masking(tokens, 0.01, torch.rand(2, 16))[1].sum(dim=1).eq(1).all()
 
 
 def test_patchify_layout_matches_token_order() -> None:
@@ -127,10 +133,9 @@ def test_patchify_layout_matches_token_order() -> None:
 def test_mae_output_contract_and_gradients() -> None:
     mae = tiny_mae(8, 2, 1, depth=2)
     x = torch.randn(4, 1, 8, 8)
-    torch.manual_seed(0)
-    out = mae(x, 0.75)
-    torch.manual_seed(0)
-    latent, mask, _ = mae.encoder.forward_masked(x, 0.75)
+    noise = torch.rand(4, 16)
+    out = mae(x, 0.75, noise)
+    latent, mask, _ = mae.encoder.forward_masked(x, 0.75, noise)
     assert out.target.equal(mae.patchify(x))
     assert out.mask.equal(mask) and out.mask.sum(dim=1).eq(12).all()
     assert torch.allclose(out.cls, latent[:, 0])
