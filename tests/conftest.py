@@ -272,13 +272,13 @@ def extra_ray_node(address: str, num_cpus: int) -> Iterator[subprocess.Popen]:
     with open(log, "ab") as output:
         node = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def alive_nodes() -> int:
+    def alive_nodes() -> set[str]:
         rows = httpx.get(f"{address}/api/v0/nodes", headers=auth_headers(), timeout=5).json()["data"]["result"]
-        return sum(row["state"] == "ALIVE" for row in rows["result"])
+        return {row["node_id"] for row in rows["result"] if row["state"] == "ALIVE"}
 
-    before = alive_nodes()
+    before = alive_nodes()  # may still list a node killed a moment ago: wait for a new id, not a count
     deadline = time.monotonic() + 90
-    while alive_nodes() <= before:
+    while not alive_nodes() - before:
         assert node.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.5)
     try:
