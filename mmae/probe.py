@@ -3,7 +3,9 @@
 Both put a parameter-free standardisation in front of a linear layer, as MAE's linear probing does
 (He et al., 2022: BatchNorm without affine before the classifier). The online probe sees the
 features of the training forward pass (masked input for the MAE family), detached, so it never
-changes the encoder; its accuracy is the running training accuracy between two reads.
+changes the encoder; its accuracy is the running training accuracy between two reads. Under data
+parallelism every rank updates it with the same gathered global batch, so its BatchNorm sees all B
+rows and its state stays identical on every rank.
 """
 
 from __future__ import annotations
