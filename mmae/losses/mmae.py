@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmae.info import total_coding_rate
+from mmae.info import official_total_coding_rate, total_coding_rate
 
 MuConvention = Literal["paper", "official"]
 
@@ -32,6 +31,5 @@ def tcr_regularizer(z: Tensor, mu: float, convention: MuConvention = "paper") ->
         if convention == "paper":
             return total_coding_rate(zn, mu)
         if convention == "official":
-            mu_prime = zn.shape[1] / mu
-            return total_coding_rate(zn, mu_prime) - zn.shape[1] * math.log(mu_prime)
+            return official_total_coding_rate(zn, mu)  # direct: no difference of two large numbers
     raise ValueError(f"unknown mu convention {convention!r}; expected 'paper' or 'official'")
