@@ -23,6 +23,7 @@ class RunInfo:
     device: str
     precision: str
     tags: dict[str, str] = field(default_factory=dict)  # e.g. {"mu_convention": "paper", "world_size": "1"}
+    batch_size: int | None = None  # rows of the (global) batch the information monitor measures
 
 
 @dataclass(frozen=True)

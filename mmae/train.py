@@ -203,7 +203,10 @@ def _run_info(
     if config.method in GATHER_TAGS:
         tags[GATHER_TAGS[config.method]] = GLOBAL_BATCH_FULL_GRADIENT
     trainable = sum(p.numel() for p in parts.objective.parameters() if p.requires_grad)
-    return RunInfo(config.steps, start, parts.objective.monitor_dim, trainable, str(device), precision, tags)
+    return RunInfo(
+        config.steps, start, parts.objective.monitor_dim, trainable, str(device), precision, tags,
+        batch_size=config.data.batch_size,
+    )
 
 
 def fit(

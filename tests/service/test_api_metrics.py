@@ -33,7 +33,8 @@ def reporter(settings: Settings, submit: Submit, client: TestClient) -> Iterator
     reporting = Reporter(engine, job_id=job["id"], attempt_id=1, flush_points=10_000, flush_interval_s=3600)
     reporting.on_train_start(
         RunInfo(
-            total_steps=3000, start_step=0, feature_dim=192, num_parameters=10, device="cpu", precision="fp32"
+            total_steps=3000, start_step=0, feature_dim=192, num_parameters=10, device="cpu", precision="fp32",
+            batch_size=256,
         )
     )
     yield reporting
@@ -76,9 +77,11 @@ def test_job_view_carries_progress_and_the_collapse_flag(client: TestClient, rep
     feed(reporter, range(50))
     job = client.get(f"/api/jobs/{reporter.job_id}").json()
     assert job["progress"] == {"step": 49, "total_steps": 3000, "phase": "training"}
-    assert job["collapse"] == {
+    assert job["collapse"] == {  # erank 3 of at most min(B, d) = 192 directions: collapsed
         "erank": 3.0,
+        "batch_size": 256,
         "feature_dim": 192,
+        "rank_bound": 192,
         "fraction": 0.1,
         "threshold": pytest.approx(19.2),
         "collapsed": True,
