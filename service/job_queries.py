@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 from service.errors import NotFound
 from service.models import AttemptProgress, Job, MetricPoint, Sweep
 
-ERANK = "info/erank"
+ERANK = "info/erank"  # Def. 5.1 effective rank, shown beside the collapse alarm
+ERANK_CENTERED = "info/erank_centered"  # the directions the features vary in: the collapse alarm's measure
 SUMMARY_COLUMNS = tuple(column for column in Job.__table__.c if column.name != "config")
 PROGRESS_FIELDS = ("step", "total_steps", "phase", "run_info", "summary")
 
@@ -33,8 +34,15 @@ class ProgressRow(NamedTuple):
     summary: dict[str, Any] | None
 
 
-# A job (ORM entity, or a Core row of SUMMARY_COLUMNS), its newest progress, its newest erank.
-JobRow = tuple[Job | Row, AttemptProgress | ProgressRow | None, float | None]
+class NewestRanks(NamedTuple):
+    """A job's newest ``info/erank`` and ``info/erank_centered`` (None before the first measurement)."""
+
+    erank: float | None
+    centered: float | None
+
+
+# A job (ORM entity, or a Core row of SUMMARY_COLUMNS), its newest progress, its newest effective ranks.
+JobRow = tuple[Job | Row, AttemptProgress | ProgressRow | None, NewestRanks]
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ def _filtered(statement: Select, filters: JobFilters) -> Select:
 
 
 def list_jobs(session: Session, filters: JobFilters, sort: str, limit: int, offset: int) -> tuple[list[JobRow], int]:
-    """One page of jobs (with progress and erank) and the total matching ``filters``; ``sort`` is a key,
+    """One page of jobs (with progress and eranks) and the total matching ``filters``; ``sort`` is a key,
     ``-`` prefix: descending."""
     descending, name = sort.startswith("-"), sort.removeprefix("-")
 
@@ -108,19 +116,20 @@ def list_jobs(session: Session, filters: JobFilters, sort: str, limit: int, offs
 
 
 def _split_summary_row(row: Row) -> JobRow:
-    """A list row as (the job's columns, its newest progress or None, its newest erank)."""
+    """A list row as (the job's columns, its newest progress or None, its newest effective ranks)."""
     progress = None
     if row.progress_attempt_id is not None:
         progress = ProgressRow(*(getattr(row, f"progress_{name}") for name in PROGRESS_FIELDS))
-    return row, progress, row.erank
+    return row, progress, NewestRanks(row.erank, row.erank_centered)
 
 
 def job_view(session: Session, job_id: int) -> JobRow:
-    """A job with its attempts, its newest progress row and its newest erank, in one query."""
+    """A job with its attempts, its newest progress row and its newest effective ranks, in one query."""
     row = session.execute(_job_view(), {"job_id": job_id}).unique().first()
     if row is None:
         raise NotFound(f"job {job_id} not found")
-    return tuple(row)
+    job, progress, erank, centered = row
+    return job, progress, NewestRanks(erank, centered)
 
 
 @functools.cache
@@ -132,21 +141,25 @@ def _job_view() -> Select:
 
 def _with_progress(statement: Select, *progress: Any) -> Select:
     """``statement`` (from jobs) with ``progress`` (columns or the entity) of each job's newest progress row
-    (outer join) and its newest erank (as ``erank``)."""
+    (outer join) and its newest ``info/erank`` and ``info/erank_centered`` (as ``erank``, ``erank_centered``)."""
     newer = aliased(AttemptProgress)
     newest_progress = and_(
         AttemptProgress.job_id == Job.id,
         ~exists().where(newer.job_id == Job.id, newer.attempt_id > AttemptProgress.attempt_id),
     )
-    erank = (
+    ranks = (_newest_value(ERANK).label("erank"), _newest_value(ERANK_CENTERED).label("erank_centered"))
+    return statement.add_columns(*progress, *ranks).outerjoin(AttemptProgress, newest_progress)
+
+
+def _newest_value(name: str) -> Any:
+    """The value of a job's newest point of metric ``name`` (a correlated scalar subquery on its index)."""
+    return (
         select(MetricPoint.value)
-        .where(MetricPoint.job_id == Job.id, MetricPoint.name == ERANK)
+        .where(MetricPoint.job_id == Job.id, MetricPoint.name == name)
         .order_by(MetricPoint.step.desc())
         .limit(1)
         .scalar_subquery()
-        .label("erank")
     )
-    return statement.add_columns(*progress, erank).outerjoin(AttemptProgress, newest_progress)
 
 
 def get_job(session: Session, job_id: int, *, with_attempts: bool = False) -> Job:

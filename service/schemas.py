@@ -151,17 +151,19 @@ class AttemptOut(BaseModel):
 
 
 class Collapse(BaseModel):
-    """The collapse alarm: the newest Def. 5.1 effective rank of the monitored features ``[B, d]`` below
-    ``fraction`` x ``rank_bound``, where ``rank_bound = min(B, d)`` is the most directions a batch can span.
+    """The collapse alarm: the newest ``info/erank_centered`` of the monitored features ``[B, d]`` (Def. 5.1
+    effective rank of the l2-normalised features less their batch mean: how many directions they vary in)
+    below ``fraction`` x ``rank_bound``, where ``rank_bound = min(B - 1, d)`` is the most it can be.
 
-    ``collapsed`` is None until the run reports an effective rank, and for runs that recorded no batch
-    size (their ``info/erank`` predates Def. 5.1, so this rule does not apply to it).
+    ``collapsed`` is None until the run reports a centred effective rank, and for runs that recorded no
+    batch size (they predate the centred measure, so the rule does not apply).
     """
 
-    erank: float | None = None
+    erank: float | None = None  # newest info/erank (Def. 5.1 of the features themselves), for display
+    erank_centered: float | None = None  # newest info/erank_centered: what the alarm compares
     batch_size: int | None = None  # B: rows of the monitored matrix (the global batch)
     feature_dim: int | None = None  # d: width of the monitored features
-    rank_bound: int | None = None  # min(B, d)
+    rank_bound: int | None = None  # min(B - 1, d)
     fraction: float
     threshold: float | None = None  # fraction * rank_bound
     collapsed: bool | None = None
@@ -191,7 +193,7 @@ class JobSummary(BaseModel):
     error: str | None
     mlflow_run_id: str | None
     mlflow_url: str | None
-    collapse: Collapse  # from the newest info/erank: the runs list flags collapsed runs too
+    collapse: Collapse  # from the newest info/erank_centered: the runs list flags collapsed runs too
 
 
 class JobOut(JobSummary):

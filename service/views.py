@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from service.downsample import json_safe, min_max_downsample
-from service.job_queries import ProgressRow
+from service.job_queries import NewestRanks, ProgressRow
 from service.models import AttemptProgress, Job, Sweep
 from service.schemas import (
     AttemptOut,
@@ -51,38 +51,42 @@ def progress_of(job: Job | Row, row: AttemptProgress | ProgressRow | None) -> Pr
 
 
 def job_summary(
-    job: Job | Row, progress: AttemptProgress | ProgressRow | None, erank: float | None, settings: Settings
+    job: Job | Row, progress: AttemptProgress | ProgressRow | None, ranks: NewestRanks, settings: Settings
 ) -> JobSummary:
     return JobSummary(
         **_summary_fields(job, progress, settings),
-        collapse=collapse_of(progress, erank, settings.collapse_fraction),
+        collapse=collapse_of(progress, ranks, settings.collapse_fraction),
     )
 
 
-def job_out(job: Job, progress: AttemptProgress | None, erank: float | None, settings: Settings) -> JobOut:
+def job_out(job: Job, progress: AttemptProgress | None, ranks: NewestRanks, settings: Settings) -> JobOut:
     return JobOut(
         **_summary_fields(job, progress, settings),
         config=job.config,
         attempts=[AttemptOut.model_validate(attempt) for attempt in job.attempts],
-        collapse=collapse_of(progress, erank, settings.collapse_fraction),
+        collapse=collapse_of(progress, ranks, settings.collapse_fraction),
     )
 
 
-def collapse_of(progress: AttemptProgress | ProgressRow | None, erank: float | None, fraction: float) -> Collapse:
-    """The collapse alarm of a run from its newest ``info/erank`` and the [B, d] its monitor measures.
+def collapse_of(progress: AttemptProgress | ProgressRow | None, ranks: NewestRanks, fraction: float) -> Collapse:
+    """The collapse alarm of a run from its newest effective ranks and the [B, d] its monitor measures.
 
-    Collapse means the features span only a handful of the directions available to them; B samples in
-    d dimensions span at most ``min(B, d)``, so the alarm is relative to that bound, not to d alone.
+    Collapse means the representations vary in only a handful of the directions open to them: B
+    centred features of width d span at most min(B - 1, d), so the alarm is relative to that bound,
+    not to d alone. It reads the centred effective rank because a shared mean direction keeps the
+    uncentred one (the paper's Def. 5.1, shown beside it) near 1 on healthy MAE features.
     """
     run_info = (progress.run_info or {}) if progress is not None else {}
     batch, dim = run_info.get("batch_size"), run_info.get("feature_dim")
-    bound = min(batch, dim) if batch and dim else None
-    measured = erank if erank is not None and math.isfinite(erank) else None
-    facts = Collapse(erank=measured, batch_size=batch, feature_dim=dim, rank_bound=bound, fraction=fraction)
-    if measured is None or bound is None:
+    bound = min(batch - 1, dim) if batch and dim else None
+    erank, centered = (value if value is not None and math.isfinite(value) else None for value in ranks)
+    facts = Collapse(
+        erank=erank, erank_centered=centered, batch_size=batch, feature_dim=dim, rank_bound=bound, fraction=fraction
+    )
+    if centered is None or bound is None:
         return facts
     threshold = fraction * bound
-    return facts.model_copy(update={"threshold": threshold, "collapsed": measured < threshold})
+    return facts.model_copy(update={"threshold": threshold, "collapsed": centered < threshold})
 
 
 def _summary_fields(

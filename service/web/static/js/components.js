@@ -53,24 +53,25 @@ export function collapseFlag(collapse) {
   );
 }
 
-/** Why the alarm is raised: the measured effective rank against the rule's threshold. */
+/** Why the alarm is raised: the centred effective rank against the rule's threshold. */
 export function collapseText(collapse) {
   return (
-    `Effective rank ${formatNumber(collapse.erank)} is below ${collapseRuleText(collapse)}: the features ` +
-    "span only a handful of the directions the batch could span."
+    `Centred effective rank ${formatNumber(collapse.erank_centered)} is below ` +
+    `${collapseRuleText(collapse)}: the features vary in only a handful of the directions open to them.`
   );
 }
 
 /**
- * The alarm's rule with this run's numbers: "19.2 = 10% of min(B, d) = min(256, 192)". The effective rank
- * is Def. 5.1's, of the l2-normalised features [B, d] the monitor measures, and is at most min(B, d).
+ * The alarm's rule with this run's numbers: "7.68 = 4% of min(B − 1, d) = min(255, 192)". The centred
+ * effective rank is Def. 5.1's of the l2-normalised features [B, d] less their batch mean; B centred rows
+ * of width d span at most min(B − 1, d) directions.
  */
 export function collapseRuleText(collapse) {
   const percent = `${Math.round((collapse.fraction ?? 0) * 1000) / 10}%`;
-  if (typeof collapse.threshold !== "number") return `${percent} of min(B, d)`;
+  if (typeof collapse.threshold !== "number") return `${percent} of min(B − 1, d)`;
   return (
-    `${formatNumber(collapse.threshold)} = ${percent} of min(B, d) = ` +
-    `min(${collapse.batch_size}, ${collapse.feature_dim})`
+    `${formatNumber(collapse.threshold)} = ${percent} of min(B − 1, d) = ` +
+    `min(${collapse.batch_size - 1}, ${collapse.feature_dim})`
   );
 }
 

@@ -11,6 +11,7 @@ const LABELS = {
   "info/tcr": "TCR",
   "info/entropy_a1": "matrix entropy (α=1)",
   "info/erank": "effective rank",
+  "info/erank_centered": "effective rank, centred",
   "info/erank_target": "effective rank (target branch)",
   "info/mi_corr_a1": "MI, correlation (α=1)",
   "info/mi_corr_a2": "MI, correlation (α=2)",
@@ -53,7 +54,11 @@ export const PANELS = [
     ],
   },
   { id: "entropy", title: "Matrix entropy", metrics: ["info/entropy_a1"] },
-  { id: "erank", title: "Effective rank", metrics: ["info/erank", "info/erank_target"] },
+  {
+    id: "erank",
+    title: "Effective rank",
+    metrics: ["info/erank", "info/erank_centered", "info/erank_target"],
+  },
   { id: "tcr", title: "Total coding rate", metrics: ["info/tcr", "train/tcr"] },
   { id: "uniformity", title: "Uniformity term", metrics: ["train/uniformity"] },
   {

@@ -237,23 +237,27 @@ function runFacts(job) {
   ]);
 }
 
-/** The effective rank against its bound, the collapse alarm's rule and, for M-MAE, mu in both conventions. */
+/** Effective ranks, the collapse alarm's rule with the run's numbers, for M-MAE mu in both conventions. */
 function informationFacts(job) {
   const collapse = job.collapse ?? {};
-  const measured = typeof collapse.erank === "number";
-  const bound = collapse.rank_bound ? ` of at most min(B, d) = ${collapse.rank_bound}` : "";
+  const ranks = [
+    typeof collapse.erank === "number" ? `${formatNumber(collapse.erank)} (Def. 5.1)` : null,
+    typeof collapse.erank_centered === "number" ? `${formatNumber(collapse.erank_centered)} centred` : null,
+  ].filter(Boolean);
   return [
-    measured ? ["Effective rank", `${formatNumber(collapse.erank)}${bound} (Def. 5.1)`] : null,
-    ["Collapse alarm", h("span", { "data-collapse-rule": "" }, collapseAlarmText(collapse, measured))],
+    ranks.length ? ["Effective rank", ranks.join(" · ")] : null,
+    ["Collapse alarm", h("span", { "data-collapse-rule": "" }, collapseAlarmText(collapse))],
     job.method === "mmae" ? ["TCR mu", muText(job.config?.loss, collapse.feature_dim) ?? MISSING] : null,
   ];
 }
 
-function collapseAlarmText(collapse, measured) {
-  if (collapse.collapsed === true) return `raised: effective rank below ${collapseRuleText(collapse)}`;
-  if (collapse.collapsed === false) return `not raised; fires below ${collapseRuleText(collapse)}`;
-  if (measured) return "not judged: this run recorded no batch size (its effective rank predates Def. 5.1)";
-  return `fires when the effective rank falls below ${collapseRuleText(collapse)}; judged once it is measured`;
+function collapseAlarmText(collapse) {
+  const rule = collapseRuleText(collapse);
+  if (collapse.collapsed === true) return `raised: centred effective rank below ${rule}`;
+  if (collapse.collapsed === false) return `not raised; fires if the centred effective rank is below ${rule}`;
+  if (typeof collapse.erank === "number" && !collapse.rank_bound)
+    return "not judged: this run recorded no batch size (it predates the centred effective rank)";
+  return `fires when the centred effective rank falls below ${rule}; judged once it is measured`;
 }
 
 function finalMetrics(summary) {
@@ -436,7 +440,8 @@ class ChartGrid {
 
 function thresholdSeries(steps, threshold) {
   const xs = [steps[0], steps[steps.length - 1]];
-  return { label: "collapse threshold", xs, ys: [threshold, threshold], color: "#b42318", dash: [6, 4] };
+  const label = "collapse threshold (centred)";
+  return { label, xs, ys: [threshold, threshold], color: "#b42318", dash: [6, 4] };
 }
 
 /**

@@ -246,8 +246,8 @@ function collapseLegend(fraction) {
     "p",
     { class: "muted legend" },
     h("span", { class: "badge collapse" }, h("span", { "aria-hidden": "true" }, "⚠ "), "collapse"),
-    ` marks a run whose effective rank (Def. 5.1) fell below ${Math.round(fraction * 1000) / 10}% of min(B, d),` +
-      " the most directions its batch of B features of width d can span.",
+    ` marks a run whose features vary in fewer than ${Math.round(fraction * 1000) / 10}% of the directions` +
+      " open to them (centred effective rank below that share of min(B − 1, d)).",
   );
 }
 
