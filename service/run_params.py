@@ -11,7 +11,7 @@ from typing import Any
 COMMON_PARAMS: tuple[str, ...] = ("data.dataset", "model.arch", "steps")
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "mae": ("model.mask_ratio",),
-    "umae": ("model.mask_ratio", "loss.uniformity_gamma"),
+    "umae": ("model.mask_ratio", "loss.uniformity_lambda"),
     "mmae": ("model.mask_ratio", "loss.mu", "loss.tcr_lambda", "loss.mu_convention"),
     "simclr": ("loss.temperature",),
     "spectral": ("loss.spectral_lambda",),

@@ -23,6 +23,6 @@ def test_every_example_file_is_a_request_the_api_accepts(client: TestClient) -> 
 def test_config_schema_and_ui_settings(client: TestClient) -> None:
     assert client.get("/api/config/schema").json() == TrainConfig.model_json_schema()
     assert client.get("/api/settings/ui").json() == {
-        "collapse_fraction": 0.1,
+        "collapse_fraction": 0.04,
         "mlflow_ui_url": "http://mlflow.example:5000",
     }

@@ -46,6 +46,7 @@ def feed(reporter: Reporter, steps: range) -> None:
         metrics = {"train/loss": 1.0 / (1 + step) + (5.0 if step == 1234 else 0.0)}
         if step % 10 == 0:
             metrics["info/erank"] = 3.0
+            metrics["info/erank_centered"] = 3.0
         reporter.on_metrics(step, metrics)
     reporter.flush()
 
@@ -59,7 +60,7 @@ def test_series_are_downsampled_keeping_first_last_and_spikes(client: TestClient
     feed(reporter, range(3000))
     url = f"/api/jobs/{reporter.job_id}/metrics"
     series = client.get(url, params={"max_points": 100}).json()["series"]
-    assert set(series) == {"train/loss", "info/erank"}
+    assert set(series) == {"train/loss", "info/erank", "info/erank_centered"}
     loss = series["train/loss"]
     assert len(loss["steps"]) <= 100 and len(loss["steps"]) == len(loss["values"])
     assert loss["steps"][0] == 0 and loss["steps"][-1] == 2999
@@ -70,20 +71,21 @@ def test_series_are_downsampled_keeping_first_last_and_spikes(client: TestClient
     tail = client.get(url, params={"names": "info/erank, train/loss", "since_step": 2980}).json()["series"]
     assert tail["info/erank"]["steps"] == [2990] and tail["train/loss"]["steps"] == list(range(2981, 3000))
     assert client.get(url, params={"names": "nope"}).json() == {"series": {}}
-    assert client.get(f"{url}/names").json() == ["info/erank", "train/loss"]
+    assert client.get(f"{url}/names").json() == ["info/erank", "info/erank_centered", "train/loss"]
 
 
 def test_job_view_carries_progress_and_the_collapse_flag(client: TestClient, reporter: Reporter) -> None:
     feed(reporter, range(50))
     job = client.get(f"/api/jobs/{reporter.job_id}").json()
     assert job["progress"] == {"step": 49, "total_steps": 3000, "phase": "training"}
-    assert job["collapse"] == {  # erank 3 of at most min(B, d) = 192 directions: collapsed
+    assert job["collapse"] == {  # centred erank 3 of at most min(B - 1, d) = 192 directions: collapsed
         "erank": 3.0,
+        "erank_centered": 3.0,
         "batch_size": 256,
         "feature_dim": 192,
         "rank_bound": 192,
-        "fraction": 0.1,
-        "threshold": pytest.approx(19.2),
+        "fraction": 0.04,
+        "threshold": pytest.approx(7.68),
         "collapsed": True,
     }
     reporter.on_train_end(

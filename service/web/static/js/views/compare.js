@@ -198,7 +198,7 @@ function keyParams(job) {
   const loss = job.config?.loss ?? {};
   const byMethod = {
     mmae: { "loss.mu": loss.mu, "loss.tcr_lambda": loss.tcr_lambda },
-    umae: { "loss.uniformity_gamma": loss.uniformity_gamma },
+    umae: { "loss.uniformity_lambda": loss.uniformity_lambda },
     simclr: { "loss.temperature": loss.temperature },
     spectral: { "loss.spectral_lambda": loss.spectral_lambda },
     barlow_twins: { "loss.barlow_lambda": loss.barlow_lambda },
