@@ -36,7 +36,7 @@ def test_create_returns_the_full_job(submit: Submit) -> None:
     assert job["params"]["loss.mu"] == 1.0 and job["params"]["data.dataset"] == "digits"
     assert job["progress"] == {"step": 0, "total_steps": 30, "phase": "queued"}
     assert job["attempts"] == [] and job["summary"] == {}
-    assert job["collapse"]["fraction"] == 0.1 and job["collapse"]["collapsed"] is None
+    assert job["collapse"]["fraction"] == 0.04 and job["collapse"]["collapsed"] is None
     assert job["created_at"].endswith("Z") or job["created_at"].endswith("+00:00")
 
 
