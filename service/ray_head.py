@@ -91,6 +91,12 @@ def head_dir(address: str) -> Path:
     return Path(tempfile.gettempdir()) / f"ray-mmae-{urlsplit(address).port}"
 
 
+def gcs_address(address: str) -> str:
+    """``host:port`` of the GCS of the local head serving ``address``: what ``ray start --address``
+    joins a node to (Ray's own ``ray_current_cluster`` file is removed by any ``ray stop`` on the machine)."""
+    return (head_dir(address) / "gcs.address").read_text().strip()
+
+
 def start_head(
     address: str, *, num_cpus: float | None = None, num_gpus: float | None = None, timeout_s: float = 90.0
 ) -> int:
@@ -99,9 +105,10 @@ def start_head(
     folder = head_dir(address)
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
+    gcs_port = _free_port()
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
-        f"--port={_free_port()}", f"--ray-client-server-port={_free_port()}",
+        f"--port={gcs_port}", f"--ray-client-server-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-host={parts.hostname}",
         "--node-ip-address=127.0.0.1",  # a local head keeps all of Ray's traffic on loopback
         f"--dashboard-port={parts.port}", "--include-dashboard=true", f"--temp-dir={folder}",
@@ -113,6 +120,7 @@ def start_head(
             command, cwd=SOURCE_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     (folder / "head.pid").write_text(str(process.pid))
+    (folder / "gcs.address").write_text(f"127.0.0.1:{gcs_port}")
     deadline = time.monotonic() + timeout_s
     while not (is_up(address) and has_node(address)):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -260,13 +260,12 @@ def attempt_rows() -> type[AttemptRows]:
 def extra_ray_node(address: str, num_cpus: int) -> Iterator[subprocess.Popen]:
     """A second Ray node joined to the local head at ``address`` (same machine, loopback), as
     ``ray start --block`` in its own process group: kill the group to lose the node. Yields the process."""
-    from service.ray_head import auth_headers, ensure_auth_token, head_dir
+    from service.ray_head import auth_headers, ensure_auth_token, gcs_address, head_dir
 
-    gcs_port = (head_dir(address) / "ray_current_cluster").read_text().strip().rsplit(":", 1)[1]
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-        f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+        f"--address={gcs_address(address)}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
     ]
     log = head_dir(address) / f"node-{uuid.uuid4().hex[:6]}.log"
     with open(log, "ab") as output:
