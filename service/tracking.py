@@ -108,6 +108,10 @@ class Tracker:
         self.client.log_param(run.info.run_id, "swept", ",".join(sorted(sweep.parameters)))
         return run.info.run_id
 
+    def log_report(self, run_id: str, html: str, artifact_file: str) -> None:
+        """Store a sweep's reproduction report page on its parent run (replacing an earlier one)."""
+        self.client.log_text(run_id, html, artifact_file)
+
     def mark_running(self, run_id: str) -> None:
         """Re-open a run whose job was retried after it had ended."""
         self.client.update_run(run_id, status="RUNNING")
