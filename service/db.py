@@ -12,10 +12,31 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+# PostgreSQL: a connect gives up after CONNECT_TIMEOUT_S, and TCP keepalives on both ends (libpq's on the
+# client, the server's per-session tcp_keepalives_* through ``options``) find a dead peer within
+# KEEPALIVES_IDLE_S + KEEPALIVES_COUNT x KEEPALIVES_INTERVAL_S (~40 s): the server ends the session of a
+# lease holder cut off from it, releasing the advisory lock, and the holder sees its lease connection
+# fail, instead of both waiting for the OS default (two hours).
+CONNECT_TIMEOUT_S = 5
+KEEPALIVES_IDLE_S = 10
+KEEPALIVES_INTERVAL_S = 5
+KEEPALIVES_COUNT = 6
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": KEEPALIVES_IDLE_S,
+    "keepalives_interval": KEEPALIVES_INTERVAL_S,
+    "keepalives_count": KEEPALIVES_COUNT,
+    "options": (
+        f"-c tcp_keepalives_idle={KEEPALIVES_IDLE_S} -c tcp_keepalives_interval={KEEPALIVES_INTERVAL_S} "
+        f"-c tcp_keepalives_count={KEEPALIVES_COUNT}"
+    ),
+}
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys so writers queue instead of failing."""
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys so writers queue instead of failing;
+    PostgreSQL gets a connect timeout, TCP keepalives (``POSTGRES_CONNECT_ARGS``) and pre-ping."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -29,7 +50,9 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=dict(POSTGRES_CONNECT_ARGS)
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
