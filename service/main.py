@@ -25,7 +25,7 @@ from service.gate import RequestGate
 from service.leader import SchedulerLeader, lease_for
 from service.migrations import upgrade_to_head
 from service.ray_client import RayClient
-from service.routes import auth, catalog, cluster, events, jobs, metrics, sweeps, web
+from service.routes import auth, catalog, cluster, events, health, jobs, metrics, sweeps, web
 from service.scheduler import SchedulerLoop
 from service.settings import Settings
 from service.tracking import Tracker
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=GZIP_LEVEL)
     app.add_middleware(RequestGate, max_body_bytes=settings.max_body_bytes)  # outermost: before any body read
     for router in (
+        health.router,
         auth.router,
         jobs.router,
         metrics.router,

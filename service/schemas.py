@@ -126,9 +126,10 @@ class Me(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "unavailable"] = "ok"
     database: Literal["ok", "unavailable"]
     ray: Literal["ok", "unavailable"]
+    failing: list[str] = []  # the dependencies that are unavailable (503 when any)
 
 
 class Progress(BaseModel):

@@ -1,32 +1,17 @@
-"""Health (public), login/logout (cookie) and the caller's identity."""
+"""Login/logout (cookie) and the caller's identity."""
 
 from __future__ import annotations
 
-import logging
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from service.auth import COOKIE_NAME, find_token
-from service.deps import RayDep, SessionDep, TokenNameDep
-from service.schemas import Health, LoginRequest, Me
+from service.deps import SessionDep, TokenNameDep
+from service.schemas import LoginRequest, Me
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["auth"])
 
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
-
-
-@router.get("/health")
-def health(session: SessionDep, ray: RayDep) -> Health:
-    try:
-        session.execute(text("SELECT 1"))
-        database = "ok"
-    except SQLAlchemyError as error:
-        log.warning("health: database unavailable: %s", error)
-        database = "unavailable"
-    return Health(database=database, ray="ok" if ray.is_available() else "unavailable")
 
 
 @router.post("/login")

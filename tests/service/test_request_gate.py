@@ -105,7 +105,7 @@ def test_a_body_at_the_limit_goes_through(client: TestClient) -> None:
 
 
 def test_public_and_page_paths_need_no_token(anonymous: TestClient) -> None:
-    assert anonymous.get("/api/health").status_code == 200
+    assert anonymous.get("/api/health").status_code == 503, "public: it answers (no Ray here), never 401"
     assert anonymous.post("/api/login", json={"token": "mmae_wrong"}).status_code == 401
     assert anonymous.get("/").status_code == 200
     assert anonymous.get("/api/nope").status_code == 401, "unknown API paths do not say whether they exist"
