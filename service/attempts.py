@@ -19,6 +19,7 @@ from service.models import Attempt, Job
 from service.ray_client import RayClient
 from service.settings import Settings
 from service.states import TERMINAL, AttemptStatus, JobStatus, check_transition
+from service.sweep_report import publish_report
 from service.tracking import Tracker
 from workers.spec import AttemptSpec
 
@@ -142,7 +143,8 @@ def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, ret
 def finish(
     session: Session, job: Job, status: JobStatus, tracker: Tracker | None, error: str | None = None
 ) -> None:
-    """Move ``job`` to a terminal ``status``; close its MLflow run (and its sweep's once all cells ended)."""
+    """Move ``job`` to a terminal ``status``; close its MLflow run (and its sweep's once all cells ended, storing
+    the sweep's report on it)."""
     move(job, status)
     job.finished_at = utcnow()
     if error is not None:
@@ -156,6 +158,7 @@ def finish(
         statuses = {JobStatus(cell.status) for cell in sweep.jobs}
         if statuses <= TERMINAL:
             _quietly(tracker.finish_run, sweep.mlflow_parent_run_id, _sweep_outcome(statuses))
+            _quietly(publish_report, session, sweep, tracker)
 
 
 def _sweep_outcome(statuses: set[JobStatus]) -> JobStatus:

@@ -2,8 +2,9 @@
 
 ``serve`` runs the API; ``token create`` mints a token; ``submit``/``sweep`` send job and sweep files
 to the API (``--wait`` follows them with a progress bar and exits 0 only on success); ``status``,
-``logs`` and ``cancel`` read and steer jobs. Errors print one line and exit 2 (bad input) or 1 (a job
-failed, or the API could not be reached); never a traceback.
+``logs`` and ``cancel`` read and steer jobs; ``report`` writes a sweep's reproduction report. Errors
+print one line and exit 2 (bad input) or 1 (a job failed, or the API could not be reached); never a
+traceback.
 """
 
 from __future__ import annotations
@@ -253,6 +254,22 @@ def cancel_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_command(args: argparse.Namespace) -> int:
+    """Write a sweep's reproduction report (one self-contained HTML page) and print its path."""
+    client = ApiClient()
+    try:
+        html = client.send("GET", f"/api/sweeps/{args.id}/report").text
+    finally:
+        client.close()
+    path = args.output or Path(f"sweep-{args.id}-report.html")
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error.strerror or error}") from error
+    print(path)
+    return 0
+
+
 def positive_id(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) < 2**31:
         raise argparse.ArgumentTypeError(f"invalid id '{text}' (a positive integer)")
@@ -304,6 +321,11 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     logs.add_argument("id", type=positive_id)
     logs.add_argument("--tail", type=int, default=500)
     logs.set_defaults(handler=guarded(logs_command))
+
+    report = sub.add_parser("report", help="write a sweep's reproduction report (HTML) and print its path")
+    report.add_argument("id", type=positive_id, help="sweep id")
+    report.add_argument("--output", type=Path, help="where to write it (default sweep-ID-report.html)")
+    report.set_defaults(handler=guarded(report_command))
 
     cancel = sub.add_parser("cancel", help="stop a job (it checkpoints first)")
     cancel.add_argument("id", type=positive_id)

@@ -61,6 +61,11 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """JSON of a successful response; raises ``ApiError`` with one line otherwise."""
+        response = self.send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A successful response; raises ``ApiError`` with one line otherwise."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
@@ -73,7 +78,7 @@ class ApiClient:
             except ValueError:
                 detail = response.text.strip() or response.reason_phrase
             raise ApiError(describe_detail(detail), 2 if response.status_code < 500 else 1)
-        return response.json() if response.content else None
+        return response
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)

@@ -1,13 +1,15 @@
-"""Sweeps: create (expand the parameter space into cells, idempotently), list, read, table, retry-failed."""
+"""Sweeps: create (expand the parameter space into cells, idempotently), list, read, table, report, retry-failed."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.concurrency import run_in_threadpool
 
 from service import scheduler
-from service.deps import SessionDep, SettingsDep, WakeSchedulerDep, require_token
+from service.deps import ReadsDep, SessionDep, SettingsDep, TrackerDep, WakeSchedulerDep, require_token
 from service.errors import validation_error
 from service.job_queries import get_job, get_sweep, latest_progress, status_counts
 from service.models import Job, Sweep
@@ -17,6 +19,7 @@ from service.series import latest_values
 from service.states import InvalidTransition, JobStatus
 from service.strict_json import StrictJsonRoute
 from service.submit import create_sweep
+from service.sweep_report import load_report, store_report
 from service.sweeps import SweepSpecError, expand
 from service.views import LIVE_METRICS, sweep_out, sweep_table
 
@@ -25,6 +28,8 @@ router = APIRouter(
 )
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+# The report page runs nothing and loads nothing: inline CSS and SVG only.
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 @router.post("", status_code=201)
@@ -73,6 +78,16 @@ def table(sweep_id: SweepId, session: SessionDep) -> SweepTable:
     progress = latest_progress(session, ids)
     live = latest_values(session, ids, LIVE_METRICS)
     return sweep_table(sweep, jobs, progress, live)
+
+
+@router.get("/{sweep_id}/report", response_class=HTMLResponse)
+async def report(sweep_id: SweepId, reads: ReadsDep, tracker: TrackerDep) -> HTMLResponse:
+    """The sweep's reproduction report: one self-contained HTML page (``service.report``), also stored as
+    ``report.html`` on the sweep's MLflow parent run when it has one (an MLflow failure is only logged)."""
+    html, run_id = await reads.run(load_report, sweep_id)
+    await run_in_threadpool(store_report, tracker, run_id, html)
+    headers = {"Content-Security-Policy": REPORT_POLICY, "X-Content-Type-Options": "nosniff"}
+    return HTMLResponse(html, headers=headers)
 
 
 @router.post("/{sweep_id}/retry-failed")
