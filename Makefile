@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench browser clean
+.PHONY: run test test-fast lint bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The quick loop: no Ray head, no PostgreSQL, no browser, no long training (markers: see tests/conftest.py).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not ray and not postgres and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,20 @@ from sqlalchemy.exc import OperationalError
 PG_ADMIN_URL = os.environ.get("MMAE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+# A test that uses one of these fixtures needs that real service: it gets the marker whether or not its
+# module says so, so ``-m "not ray and not postgres and not browser"`` (``make test-fast``) is truthful.
+SERVICE_MARKERS = {
+    "ray_cluster": "ray", "postgres_url": "postgres", "own_postgres_url": "postgres", "browser": "browser",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in SERVICE_MARKERS:
+                item.add_marker(SERVICE_MARKERS[fixture])
+
+
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """Create a uniquely named PostgreSQL database, yield its URL, drop it (skips when no server answers)."""
