@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig
 from service.models import Attempt, Job
-from service.ray_client import RayClient
+from service.ray_client import RayBusy, RayClient
 from service.settings import Settings
 from service.states import TERMINAL, AttemptStatus, JobStatus, check_transition
 from service.sweep_report import publish_report
@@ -71,13 +71,16 @@ def start_attempt(
 def submit(
     session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
 ) -> None:
-    """Submit the attempt with its spec; a submission Ray rejects fails the job at once.
+    """Submit the attempt with its spec; a submission Ray rejects (4xx) fails the job at once.
 
-    ``RayUnavailable`` (a ConnectionError) propagates: the attempt stays pending and the reconciler
-    submits it later.
+    A transient failure leaves the attempt pending for the reconciler, which submits it again once
+    ``RayClient.submit_due`` (backoff) and gives up after ``settings.submit_retry_s``: ``RayBusy`` (a 5xx
+    or 429) is logged here; ``RayUnavailable`` (no answer at all) propagates, ending the pass.
     """
     try:
         ray.submit(attempt.ray_submission_id, attempt_spec(settings, job, attempt))
+    except RayBusy as error:
+        log.warning("job %s: submission %s deferred: %s", job.id, attempt.ray_submission_id, error)
     except RuntimeError as error:
         reason = f"Ray rejected the submission: {error}"
         end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)

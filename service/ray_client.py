@@ -10,7 +10,9 @@ job's runtime_env, which the supervisor inherits) to ``stop_grace_s`` so the tra
 checkpoint, on any cluster. The calls go to the documented HTTP endpoints that Ray's
 ``JobSubmissionClient`` wraps (``/api/jobs/...``), over one kept-alive ``httpx.Client`` with a
 timeout on every call (the SDK offers neither). Network failures and timeouts surface as
-``RayUnavailable``; a request Ray refuses as ``RuntimeError``.
+``RayUnavailable``; a request Ray refuses as ``RuntimeError``. A submission Ray could not take just
+now (5xx, 429: ``RayBusy``) is transient: the client remembers each failed submission and says when it
+is due again (exponential backoff, ``submit_due``), so the reconciler retries it without waiting.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ from service.settings import Settings
 from workers.spec import SPEC_ENV, AttemptSpec
 
 LOCAL_ADDRESS = "http://127.0.0.1:8265"
+SUBMIT_BACKOFF_S = 1.0  # a transiently failed submission is tried again after 1, 2, 4, ... s
+SUBMIT_BACKOFF_MAX_S = 60.0
 
 
 class RayUnavailable(ConnectionError):
     """The Ray cluster cannot be reached (or a local head could not be started)."""
+
+
+class RayBusy(RayUnavailable):
+    """Ray answered, but could not take the request now (5xx, 429): worth trying again later."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class RayClient:
         self._lock = threading.Lock()
         self._resources: tuple[float, ClusterResources] | None = None
         self._probe: tuple[float, bool] | None = None
+        self._submit_failures: dict[str, tuple[int, float]] = {}  # submission id -> (failures, due again at)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayClient:
@@ -140,7 +149,23 @@ class RayClient:
                 "RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s)), SPEC_ENV: spec.model_dump_json(),
             }},
         }
-        _checked(self._request("POST", "/api/jobs/", json=body))
+        try:
+            _checked(self._request("POST", "/api/jobs/", json=body))
+        except RayUnavailable:
+            failures = self._submit_failures.get(submission_id, (0, 0.0))[0] + 1
+            delay = min(SUBMIT_BACKOFF_MAX_S, SUBMIT_BACKOFF_S * 2 ** (failures - 1))
+            self._submit_failures[submission_id] = (failures, time.monotonic() + delay)
+            raise
+        self._submit_failures.pop(submission_id, None)
+
+    def submit_due(self, submission_id: str) -> bool:
+        """False while a submission that failed transiently waits out its backoff."""
+        failures = self._submit_failures.get(submission_id)
+        return failures is None or time.monotonic() >= failures[1]
+
+    def forget_submission(self, submission_id: str) -> None:
+        """Drop the backoff record of a submission that will not be tried again."""
+        self._submit_failures.pop(submission_id, None)
 
     def status(self, submission_id: str) -> RayJobState | None:
         """Ray's view of a submission, or None when Ray has no record of it."""
@@ -196,7 +221,11 @@ class RayClient:
 
 
 def _checked(response: httpx.Response) -> Any:
-    """The JSON body of a successful response; ``RuntimeError`` with Ray's reason otherwise."""
-    if response.status_code != 200:
-        raise RuntimeError(f"Ray answered {response.status_code}: {response.text[:2000]}")
-    return response.json()
+    """The JSON body of a successful response; ``RayBusy`` for a 5xx or 429 (transient), ``RuntimeError``
+    with Ray's reason for any other refusal (permanent)."""
+    if response.status_code == 200:
+        return response.json()
+    reason = f"Ray answered {response.status_code}: {response.text[:2000]}"
+    if response.status_code >= 500 or response.status_code == 429:
+        raise RayBusy(reason)
+    raise RuntimeError(reason)

@@ -30,7 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from service.attempts import end_attempt, finish, move, open_runs, start_attempt, submit, utcnow
 from service.models import Attempt, AttemptProgress, Job
-from service.ray_client import ClusterResources, RayClient, RayJobState, RayUnavailable
+from service.ray_client import ClusterResources, RayBusy, RayClient, RayJobState, RayUnavailable
 from service.settings import Settings
 from service.states import ACTIVE, AttemptStatus, JobStatus, check_transition
 from service.tracking import Tracker
@@ -165,6 +165,9 @@ def _reconcile_jobs(
         try:
             _reconcile_attempt(session, job, attempt, state_of(attempt), ray, settings, tracker)
             session.commit()
+        except RayBusy as error:  # Ray answered 5xx about this job: the others may still go through
+            session.rollback()
+            log.warning("reconciling job %s: %s", job.id, error)
         except RayUnavailable:
             session.rollback()
             raise
@@ -187,7 +190,7 @@ def _reconcile_attempt(
     never_ran = progress is None and attempt.started_at is None
     finished = progress is not None and progress.phase == "done"
     if state is None and never_ran and job.status != JobStatus.CANCELLING:
-        submit(session, job, attempt, ray, settings, tracker)  # committed, then the API died: submit now
+        _submit_again(session, job, attempt, ray, settings, tracker)
     elif state is not None and state.status in ("PENDING", "RUNNING"):
         _still_live(session, job, attempt, state, progress, ray, settings, tracker)
     elif state is not None and state.status == "SUCCEEDED" and finished:
@@ -200,6 +203,21 @@ def _reconcile_attempt(
     else:
         retry = state is None or state.exit_code != EXIT_PERMANENT
         end_attempt(session, job, attempt, _failure(state, ray, attempt), retry=retry, tracker=tracker)
+
+
+def _submit_again(
+    session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
+) -> None:
+    """An attempt committed but not in Ray (the API died before submitting, or Ray failed transiently):
+    submit it once its backoff is over; after ``submit_retry_s`` end it like a failed attempt (retried
+    while the job has retries left)."""
+    waited = (utcnow() - _aware(attempt.submitted_at)).total_seconds()
+    if waited > settings.submit_retry_s:
+        ray.forget_submission(attempt.ray_submission_id)
+        end_attempt(session, job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
+                    retry=True, tracker=tracker)
+    elif ray.submit_due(attempt.ray_submission_id):
+        submit(session, job, attempt, ray, settings, tracker)
 
 
 def _still_live(

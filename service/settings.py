@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=3.0, gt=0)  # how often Ray job states are read back
     starting_poll_s: float = Field(default=0.02, gt=0)  # how often a just-submitted attempt is polled until it runs
     ray_timeout_s: float = Field(default=10.0, gt=0)  # timeout of each Ray Jobs API call
+    # A submission Ray failed to take (no answer, 5xx, 429) is tried again with backoff for this long,
+    # then its attempt fails (and the job is retried while it has retries left)
+    submit_retry_s: float = Field(default=300.0, gt=0, le=86400)
     read_threads: int = Field(default=4, ge=1)  # worker threads serving read-only requests (see db.Reads)
     pending_timeout_s: float = Field(default=900.0, gt=0)  # a Ray job PENDING longer than this is failed
     stop_grace_s: float = Field(default=10.0, gt=0)  # cooperative stop window before a forced stop
