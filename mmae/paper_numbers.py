@@ -34,7 +34,7 @@ class PaperSetting:
 TABLE2 = PaperSetting("Table 2", "ViT-B", "ImageNet-1K", "200 ep, batch 1024")
 TABLE3 = PaperSetting("Table 3", "ViT-B", "CIFAR-100", "1000 ep, mu = 1")
 FIGURE3 = PaperSetting("Fig 3", "SimCLR", "CIFAR-10", "temperatures 0.3, 0.5, 0.7")
-FIGURE1 = PaperSetting("Figs 1-2", "SimCLR, Barlow Twins, BYOL", "CIFAR-10", "MI and joint entropy")
+FIGURE1 = PaperSetting("Figs 1, 2, 5", "SimCLR, Barlow Twins, BYOL", "CIFAR-10", "MI, joint entropy, JS")
 FIGURE4 = PaperSetting("Fig 4", "MAE, U-MAE, M-MAE", "App. C.2", "effective rank during pre-training")
 
 # Table 2: mu (official convention) -> M-MAE linear probing top-1 (%), ViT-B, ImageNet-1K.
