@@ -1,6 +1,7 @@
 // Sweep page: the cell table (GET /api/sweeps/{id}/table), the swept parameter against final metrics
 // (one point per finished cell: the paper's mu ablation, Table 2, and temperature vs MI, Fig. 3),
-// overlaid curves of every cell for a chosen metric, and "retry failed cells".
+// overlaid curves of every cell for a chosen metric, "retry failed cells", and a link to the sweep's
+// reproduction report (GET /api/sweeps/{id}/report: one self-contained HTML page).
 
 import { api, errorMessage, isAbort } from "../api.js";
 import { Chart, chartCard, seriesColor } from "../charts.js";
@@ -51,6 +52,18 @@ export async function render(ctx) {
   const actions = [
     retryButton,
     h("a", { class: "button secondary", href: hashFor("/runs", { sweep_id: id }) }, "Runs"),
+    h(
+      "a",
+      {
+        class: "button secondary",
+        href: `/api/sweeps/${id}/report`,
+        target: "_blank",
+        rel: "noopener",
+        "data-action": "report",
+        title: "Reproduction report: results table, information curves and the paper's numbers (one HTML page)",
+      },
+      "Report ↗",
+    ),
     sweep.mlflow_url
       ? h(
           "a",
