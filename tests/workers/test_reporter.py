@@ -4,6 +4,9 @@ its job's current one writes nothing anywhere."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,20 +162,39 @@ def test_non_finite_numbers_in_progress_json_are_stored_as_null(engine: Engine, 
     assert progress.run_info["feature_dim"] == 16
 
 
+def written_batches(engine: Engine, name: str) -> list[list[int]]:
+    """The steps of ``name`` in SQL, grouped by the flush that wrote them (one ``logged_at`` per flush)."""
+    query = select(metric_points.c.step, metric_points.c.logged_at).where(metric_points.c.name == name)
+    batches: dict[object, list[int]] = {}
+    with engine.connect() as connection:
+        for step, logged_at in connection.execute(query.order_by(metric_points.c.step)):
+            batches.setdefault(logged_at, []).append(step)
+    return list(batches.values())
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "the background writer did not write in time"
+        time.sleep(0.01)
+
+
 def test_points_are_batched_until_a_threshold_or_interval(engine: Engine, rows: AttemptRows) -> None:
     now = [0.0]
     reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=10, flush_interval_s=5.0,
                         clock=lambda: now[0])
     reporter.on_train_start(info(0))
     emit(reporter, range(1, 9), scale=1.0)  # 8 + 1 points: under both limits
-    assert sql_points(engine, "train/loss") == []
-    emit(reporter, range(9, 10), scale=1.0)  # the 10th point flushes
-    assert len(sql_points(engine, "train/loss")) == 9
+    emit(reporter, range(9, 10), scale=1.0)  # the 10th point flushes, on the writer's thread
+    wait_until(lambda: len(sql_points(engine, "train/loss")) == 9)
+    assert written_batches(engine, "train/loss") == [list(range(1, 10))]  # in one batch
     reporter.on_metrics(10, {"train/loss": 1.0, "train/lr": float("nan")})
     now[0] = 6.0
     reporter.on_metrics(11, {"train/loss": 1.0})  # the interval flushes
-    assert [step for step, _, _ in sql_points(engine, "train/loss")][-2:] == [10, 11]
+    wait_until(lambda: len(sql_points(engine, "train/loss")) == 11)
+    assert written_batches(engine, "train/loss")[-1] == [10, 11]
     assert sql_points(engine, "train/lr") == []  # non-finite values are dropped, not stored as NULL
+    reporter.on_train_end(TrainResult(11, False, {}, None))
 
 
 def stored(engine: Engine) -> tuple[list, list]:
@@ -235,3 +257,104 @@ def test_mlflow_gets_nothing_from_an_attempt_fenced_between_its_commit_and_its_s
     emit(current, range(4, 9), scale=10.0)
     current.flush()
     assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 9))  # every step exactly once
+
+
+class HeldTracker(RunTracker):
+    """A real run whose ``log_points`` first waits for ``release`` (a tracking server that hangs)."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        super().__init__(uri, run_id)
+        self.release, self.sending = threading.Event(), threading.Event()
+
+    def log_points(self, pending: list[tuple[str, int, float, int]]) -> None:
+        self.sending.set()
+        assert self.release.wait(30)
+        super().log_points(pending)
+
+
+def test_a_hanging_mlflow_holds_up_neither_training_nor_sql(
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
+) -> None:
+    tracker = HeldTracker(mlflow_uri, run_id)
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: tracker, flush_points=1)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 3), scale=1.0)
+    assert tracker.sending.wait(10)  # MLflow now hangs in log_batch
+    emit(reporter, range(3, 21), scale=1.0)  # every point asks for a flush: none of them waits for MLflow
+    wait_until(lambda: len(sql_points(engine, "train/loss")) == 20)
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == []
+    tracker.release.set()
+    reporter.on_train_end(TrainResult(20, False, {}, None))  # the final flush waits for MLflow
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 21))
+
+
+class FlakyTracker(RunTracker):
+    """A real run behind a tracking server that refuses the first ``failures`` sends."""
+
+    def __init__(self, uri: str, run_id: str, failures: int) -> None:
+        super().__init__(uri, run_id)
+        self.failures = failures
+
+    def log_points(self, pending: list[tuple[str, int, float, int]]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("tracking server unreachable")
+        super().log_points(pending)
+
+
+def test_points_mlflow_refused_are_kept_and_sent_once_at_the_end(
+    engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows
+) -> None:
+    tracker = FlakyTracker(mlflow_uri, run_id, failures=1)
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: tracker, mlflow_retry_s=3600)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 6), scale=1.0)
+    reporter.flush()  # refused: no retry for an hour
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == []
+    emit(reporter, range(6, 11), scale=1.0)
+    reporter.flush()  # still waiting out the retry delay: kept
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == []
+    reporter.on_train_end(TrainResult(10, False, {}, None))  # the end retries at once
+    assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 11))
+
+
+class HeldWriter(Reporter):
+    """A reporter whose SQL writer waits for ``release`` before each flush (a database that is slow)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def _write_sql(self) -> None:
+        assert self.release.wait(30)
+        super()._write_sql()
+
+
+def test_training_blocks_only_when_the_buffer_is_full_and_loses_no_point(engine: Engine, rows: AttemptRows) -> None:
+    reporter = HeldWriter(engine, job_id=JOB, attempt_id=1, flush_points=5, max_buffered_points=20)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 17), scale=1.0)  # 16 + 3 points: under the bound, though none is written
+    trainer = threading.Thread(target=emit, args=(reporter, range(17, 41), 1.0))
+    trainer.start()
+    trainer.join(0.5)
+    assert trainer.is_alive(), "the training thread went on past the bound while SQL was stuck"
+    reporter.release.set()
+    trainer.join(10)
+    assert not trainer.is_alive()
+    reporter.on_train_end(TrainResult(40, False, {}, None))
+    assert [step for step, _, _ in sql_points(engine, "train/loss")] == list(range(1, 41))
+    assert [step for step, _, _ in sql_points(engine, "info/erank")] == list(range(5, 41, 5))
+
+
+def test_a_fence_the_writer_finds_stops_training_at_its_next_report(engine: Engine, rows: AttemptRows) -> None:
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=1)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 3), scale=1.0)
+    reporter.flush()
+    rows.end(1)
+    rows.start(2)
+    with pytest.raises(AttemptFenced):  # the writer's flush is fenced; the next report raises it
+        for step in range(3, 1000):
+            reporter.on_metrics(step, {"train/loss": 1.0})
+            time.sleep(0.01)
+    assert [step for step, _, _ in sql_points(engine, "train/loss")] == [1, 2]
