@@ -1,10 +1,10 @@
 """The ``mmae`` command: local training (``train``, ``eval``) plus the control plane.
 
-``serve`` runs the API; ``token create`` mints a token; ``submit``/``sweep`` send job and sweep files
-to the API (``--wait`` follows them with a progress bar and exits 0 only on success); ``status``,
-``logs`` and ``cancel`` read and steer jobs; ``report`` writes a sweep's reproduction report. Errors
-print one line and exit 2 (bad input) or 1 (a job failed, or the API could not be reached); never a
-traceback.
+``serve`` runs the API; ``token create | list | revoke`` manage tokens in the database;
+``submit``/``sweep`` send job and sweep files to the API (``--wait`` follows them with a progress bar
+and exits 0 only on success); ``status``, ``logs`` and ``cancel`` read and steer jobs; ``report``
+writes a sweep's reproduction report. Errors print one line and exit 2 (bad input) or 1 (a job failed,
+or the API could not be reached); never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -21,12 +23,15 @@ from service.client import ApiClient, ApiError
 from service.examples import ExampleError, sweep_body
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from service.settings import Settings
 
 EXIT_FAILED = 1
 TERMINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 1.0
 KEEP_ALIVE_S = 75
+MAX_TOKEN_DAYS = 3650
 
 
 class Parser(argparse.ArgumentParser):
@@ -96,21 +101,81 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def token_create_command(args: argparse.Namespace) -> int:
+    """Mint a token with a role, an owner (default: its name) and an optional expiry; print it (once)."""
+    from datetime import timedelta
+
     from service.auth import create_token
+    from service.models import utcnow
+
+    name, owner = args.name.strip(), (args.owner or args.name).strip()
+    for label, value in (("token name", name), ("owner", owner)):
+        if not 1 <= len(value) <= 100:
+            raise CliError(f"{label} must be 1 to 100 characters")
+    if args.expires_in is not None and not 1 <= args.expires_in <= MAX_TOKEN_DAYS:
+        raise CliError(f"--expires-in must be 1 to {MAX_TOKEN_DAYS} days")
+    expires_at = utcnow() + timedelta(days=args.expires_in) if args.expires_in is not None else None
+    with token_session() as session:
+        token = create_token(session, name, role=args.role, owner=owner, expires_at=expires_at)
+    print(token)
+    return 0
+
+
+def token_list_command(args: argparse.Namespace) -> int:
+    """Every token: id, name, role, owner, state (live, revoked, expired), expiry and last use."""
+    from sqlalchemy import select
+
+    from service.models import ApiToken, utcnow
+
+    with token_session() as session:
+        rows = session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
+    now = utcnow()
+    print(f"{'ID':>4}  {'NAME':<20}  {'ROLE':<5}  {'OWNER':<16}  {'STATE':<7}  {'EXPIRES':<16}  LAST USED")
+    for row in rows:
+        expires = _utc(row.expires_at)
+        state = "revoked" if row.revoked else "expired" if expires is not None and expires <= now else "live"
+        print(
+            f"{row.id:>4}  {row.name:<20}  {row.role:<5}  {row.owner:<16}  {state:<7}  "
+            f"{_minute(expires) or 'never':<16}  {_minute(_utc(row.last_used_at)) or 'never'}"
+        )
+    return 0
+
+
+def token_revoke_command(args: argparse.Namespace) -> int:
+    """Revoke a token by id: it (and the web sessions opened with it) stop working within seconds."""
+    from service.models import ApiToken
+
+    with token_session() as session:
+        row = session.get(ApiToken, args.id)
+        if row is None:
+            raise CliError(f"no token with id {args.id} (see `mmae token list`)")
+        row.revoked = True
+        name = row.name
+    print(f"token {args.id} ({name}) revoked")
+    return 0
+
+
+@contextmanager
+def token_session() -> Iterator[Session]:
+    """A transaction on the service's database (migrated to head), straight from the settings: token
+    management needs no running API."""
     from service.db import session_scope
     from service.main import prepare_database
 
-    name = args.name.strip()
-    if not 1 <= len(name) <= 100:
-        raise CliError("token name must be 1 to 100 characters")
     engine, factory = prepare_database(load_settings())
     try:
         with session_scope(factory) as session:
-            token = create_token(session, name)
+            yield session
     finally:
         engine.dispose()
-    print(token)
-    return 0
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes for the UTC values it stores."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _minute(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else None
 
 
 def submit_command(args: argparse.Namespace) -> int:
@@ -288,7 +353,19 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     )
     create = token.add_parser("create", help="mint a token and print it (once)")
     create.add_argument("name")
+    create.add_argument(
+        "--role", choices=("admin", "user", "read"), default="user",
+        help="admin: everything; user: change only its owner's jobs (default); read: read only",
+    )
+    create.add_argument("--owner", help="who its jobs and sweeps belong to (default: the name)")
+    create.add_argument("--expires-in", type=int, metavar="DAYS", help="stop working after DAYS days")
     create.set_defaults(handler=guarded(token_create_command))
+    token.add_parser("list", help="every token, its role, owner, state and last use").set_defaults(
+        handler=guarded(token_list_command)
+    )
+    revoke = token.add_parser("revoke", help="stop a token (and its web sessions) from working")
+    revoke.add_argument("id", type=positive_id)
+    revoke.set_defaults(handler=guarded(token_revoke_command))
 
     submit = sub.add_parser("submit", help="queue a job from a TrainConfig YAML file")
     submit.add_argument("file", type=Path)

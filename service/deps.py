@@ -14,13 +14,22 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
-from service.auth import COOKIE_NAME, TokenCache, find_token, hash_token, token_from_headers
+from service.auth import (
+    COOKIE_NAME,
+    Principal,
+    Role,
+    TokenCache,
+    credential_key,
+    hash_token,
+    identify_session,
+    identify_token,
+)
 from service.db import Reads
 from service.ray_client import RayClient
 from service.settings import Settings
 from service.tracking import Tracker
 
-TOKEN_NAME_SCOPE_KEY = "mmae.token_name"  # where service.gate leaves the authenticated name in a request's scope
+PRINCIPAL_SCOPE_KEY = "mmae.principal"  # where service.gate leaves the authenticated Principal in a request's scope
 
 
 async def get_settings(request: Request) -> Settings:
@@ -58,36 +67,61 @@ TrackerDep = Annotated[Tracker, Depends(get_tracker)]
 WakeSchedulerDep = Annotated[Callable[[], None], Depends(get_scheduler_wake)]
 
 
-async def authenticate(connection: HTTPConnection) -> str | None:
-    """The name of the caller's live token (bearer header, else the cookie), or None; reads no body.
+async def authenticate(connection: HTTPConnection) -> Principal | None:
+    """Who the caller is: the live token of the bearer header, else the cookie's live login session (and
+    its live token); None when neither. Reads no body.
 
-    Verified tokens are remembered for a few seconds (``TokenCache``), so most requests skip the lookup
-    (an indexed one, on the token's hash, in a worker thread, shared by the requests that wait for it).
+    Verified credentials are remembered for a few seconds (``TokenCache``), so most requests skip the
+    lookup (an indexed one, on the secret's hash, in a worker thread, shared by the requests that wait for
+    it); an expiry is checked on every request, cached or not.
     """
-    token = token_from_headers(connection.headers.get("authorization"), connection.cookies.get(COOKIE_NAME))
-    if token is None:
+    credential = credential_key(connection.headers.get("authorization"), connection.cookies.get(COOKIE_NAME))
+    if credential is None:
         return None
+    kind, secret = credential
     state = connection.app.state
     cache: TokenCache = state.token_cache
+    identify = identify_token if kind == "token" else identify_session
 
-    async def lookup() -> str | None:
+    async def lookup() -> Principal | None:
         reads: Reads = state.reads
-        row = await reads.run(find_token, token)  # its own short session: a stream must not pin one
-        return row.name if row is not None else None
+        return await reads.run(identify, secret)  # its own short session: a stream must not pin one
 
-    return await cache.name(hash_token(token), lookup)
+    principal = await cache.principal(f"{kind}:{hash_token(secret)}", lookup)
+    return None if principal is None or principal.expired() else principal
 
 
-async def current_token_name(request: Request) -> str:
-    """The caller's token name: the one ``service.gate`` found before the body was read, else looked up
-    here (a route outside the gate's protected paths); 401 when missing, unknown or revoked."""
-    name = request.scope.get(TOKEN_NAME_SCOPE_KEY) or await authenticate(request)
-    if name is None:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller: the one ``service.gate`` found before the body was read, else looked up here (a route
+    outside the gate's protected paths); 401 when missing, unknown, expired or revoked, 403 when a
+    ``read`` token asks to change something."""
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY) or await authenticate(request)
+    if principal is None:
         raise HTTPException(
             status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"}
         )
-    return name
+    if principal.role is Role.READ and request.method not in SAFE_METHODS:
+        raise HTTPException(
+            status_code=403,
+            detail=f"token '{principal.name}' has the read role: it cannot {request.method} {request.url.path}",
+        )
+    return principal
 
 
-TokenNameDep = Annotated[str, Depends(current_token_name)]
-require_token = Depends(current_token_name)
+def ensure_may_change(principal: Principal, owner: str | None, what: str) -> None:
+    """403 naming the reason unless ``principal`` may cancel, retry or reprioritise ``what`` (an admin
+    token, or a user token of its ``owner``)."""
+    if not principal.may_change(owner):
+        belongs = f"belongs to '{owner}'" if owner is not None else "has no owner (only admins change it)"
+        raise HTTPException(
+            status_code=403,
+            detail=f"{what} {belongs}; token '{principal.name}' ({principal.role} of '{principal.owner}') "
+            "changes only its owner's work",
+        )
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+require_token = Depends(current_principal)

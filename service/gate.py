@@ -4,8 +4,8 @@ A pure-ASGI middleware, so nothing (FastAPI's body parsing, the strict-JSON chec
 the body first:
 
 1. A path under ``/api/`` other than ``PUBLIC_API_PATHS`` needs a live token (``service.deps.authenticate``
-   on the headers alone); without one the answer is 401 and the body is never received. The name found
-   is left in the request's scope for the routes' own token dependency.
+   on the headers alone); without one the answer is 401 and the body is never received. The principal
+   found is left in the request's scope for the routes' own token dependency.
 2. A body longer than ``max_body_bytes`` is a 413: at once when ``Content-Length`` says so, else as soon
    as the bytes received pass the limit (a chunked upload is read no further).
 
@@ -20,7 +20,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.deps import TOKEN_NAME_SCOPE_KEY, authenticate
+from service.deps import PRINCIPAL_SCOPE_KEY, authenticate
 
 PUBLIC_API_PATHS = frozenset({"/api/health", "/api/login", "/api/logout"})
 
@@ -70,15 +70,15 @@ class RequestGate:
             return
         if needs_token(scope):
             try:
-                name = await authenticate(HTTPConnection(scope))
+                principal = await authenticate(HTTPConnection(scope))
             except Exception as error:  # e.g. the database is down: answered as a route's failure would be
                 await answer_failure(scope, receive, send, error)
                 return
-            if name is None:
+            if principal is None:
                 headers = {"WWW-Authenticate": "Bearer"}
                 await JSONResponse({"detail": "not authenticated"}, 401, headers)(scope, receive, send)
                 return
-            scope[TOKEN_NAME_SCOPE_KEY] = name
+            scope[PRINCIPAL_SCOPE_KEY] = principal
         length = declared_length(scope)
         if length is not None and length > self.max_body_bytes:
             detail = str(BodyTooLarge(self.max_body_bytes).detail)

@@ -1,7 +1,9 @@
-"""Incremental reads behind the live event stream: only points newer than what a client already has."""
+"""Behind the live event stream: incremental reads (only points newer than what a client already has),
+and the per-token count of open streams."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -41,3 +43,24 @@ class MetricsCursor:
             data.values.append(value)
             self.sent[name] = step
         return fresh
+
+
+class StreamSlots:
+    """How many event streams each token has open in this process, at most ``limit`` each (a fair share:
+    one token cannot tie up the API with streams). Only the event loop's thread touches it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[int] = Counter()
+
+    def take(self, token_id: int) -> bool:
+        """Count a new stream of ``token_id``; False (nothing counted) when it already has ``limit`` open."""
+        if self.open[token_id] >= self.limit:
+            return False
+        self.open[token_id] += 1
+        return True
+
+    def give_back(self, token_id: int) -> None:
+        self.open[token_id] -= 1
+        if self.open[token_id] <= 0:
+            del self.open[token_id]

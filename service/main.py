@@ -1,9 +1,9 @@
 """The FastAPI application: ``create_app(settings)`` builds it; its lifespan builds everything else.
 
 Nothing happens at import. On startup the lifespan creates the engine and session factory, upgrades
-the schema to the newest migration, mints the first admin token on an empty database (printed once
-and written to ``data_dir/admin-token``), creates the Ray client and starts the scheduler loop. Run
-with ``mmae serve`` or ``uvicorn --factory service.main:create_app``.
+the schema to the newest migration, mints the first admin token on an empty database (written to
+``data_dir/admin-token``, mode 0600; only the path is printed), creates the Ray client and starts the
+scheduler loop. Run with ``mmae serve`` or ``uvicorn --factory service.main:create_app``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from fastapi.middleware.gzip import GZipMiddleware
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.auth import ADMIN_TOKEN_FILE, TokenCache, bootstrap_admin_token
+from service.auth import TokenCache, bootstrap_admin_token
 from service.db import Reads, make_engine, make_session_factory, session_scope
 from service.errors import install_error_handlers
 from service.gate import RequestGate
 from service.leader import SchedulerLeader, lease_for
+from service.live import StreamSlots
 from service.migrations import upgrade_to_head
 from service.ray_client import RayClient
 from service.routes import auth, catalog, cluster, events, health, jobs, metrics, sweeps, web
@@ -43,11 +44,12 @@ def prepare_database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]
 
 
 def announce_admin_token(factory: sessionmaker[Session], settings: Settings) -> None:
+    """On an empty database, mint the admin token and print where its 0600 file is (never the token:
+    process output ends up in logs)."""
     with session_scope(factory) as session:
-        token = bootstrap_admin_token(session, settings.data_dir)
-    if token is not None:
-        path = settings.data_dir / ADMIN_TOKEN_FILE
-        print(f"mmae: first start: admin API token (shown once, also saved to {path}):\n{token}", flush=True)
+        path = bootstrap_admin_token(session, settings.data_dir)
+    if path is not None:
+        print(f"mmae: first start: admin API token written to {path} (mode 0600)", flush=True)
 
 
 @asynccontextmanager
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="mmae control plane", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings = settings or Settings()
     app.state.token_cache = TokenCache()
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_token)
     install_error_handlers(app)
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=GZIP_LEVEL)
     app.add_middleware(RequestGate, max_body_bytes=settings.max_body_bytes)  # outermost: before any body read

@@ -1,4 +1,4 @@
-"""ORM models: sweeps, jobs, attempts, API tokens, and the worker-written metric tables.
+"""ORM models: sweeps, jobs, attempts, API tokens and login sessions, and the worker-written metric tables.
 
 Configs are stored as JSON exactly as validated by ``mmae.config.TrainConfig``; the config hash
 makes a sweep cell's identity, so resubmitting a sweep is idempotent.
@@ -32,6 +32,8 @@ class Base(DeclarativeBase):
 
 class Sweep(Base):
     __tablename__ = "sweeps"
+    # An Idempotency-Key belongs to the token that sent it: two tokens may use the same key.
+    __table_args__ = (UniqueConstraint("idempotency_token_id", "idempotency_key", name="uq_sweeps_idempotency"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -42,7 +44,10 @@ class Sweep(Base):
     max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
     mlflow_parent_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Job.owner
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    idempotency_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the key's token
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 of the keyed request
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="sweep", order_by="Job.id")
@@ -52,6 +57,8 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("sweep_id", "config_hash", name="uq_jobs_sweep_cell"),
+        # An Idempotency-Key belongs to the token that sent it: two tokens may use the same key.
+        UniqueConstraint("idempotency_token_id", "idempotency_key", name="uq_jobs_idempotency"),
         # (key, id): the job list sorts by a key, then id, and filters by status or method; these serve
         # both from an index instead of sorting the whole table.
         Index("ix_jobs_status_id", "status", "id"),
@@ -87,7 +94,12 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Name of the run directory under settings.runs_dir, chosen at the first start (job-<id>-<random>).
     run_dir_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    # The token owner that submitted it (ApiToken.owner); None for rows made outside the API or before
+    # owners existed (revision 0004): only admin tokens change those.
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    idempotency_token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the key's token
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 of the keyed request
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -144,14 +156,33 @@ class Attempt(Base):
 
 
 class ApiToken(Base):
+    """A bearer token: its ``role`` (admin | user | read, see ``service.auth.Role``) says what it may do,
+    its ``owner`` names who the jobs it submits belong to (several tokens may share an owner: rotation)."""
+
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the secret
+    role: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: never
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # to the minute
     revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class LoginSession(Base):
+    """What the web page's cookie names: a random secret stored hashed, tied to the token that logged in.
+    Logout deletes the row, so a replayed cookie no longer works; the token itself stays valid."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the cookie's secret
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MetricPoint(Base):

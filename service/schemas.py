@@ -122,7 +122,12 @@ class LoginRequest(RequestModel):
 
 
 class Me(BaseModel):
+    """The caller's token: its name, role (admin | user | read), owner, and when its access ends."""
+
     name: str
+    role: str
+    owner: str
+    expires_at: Timestamp | None
 
 
 class Health(BaseModel):
@@ -195,6 +200,7 @@ class JobSummary(BaseModel):
     mlflow_run_id: str | None
     mlflow_url: str | None
     collapse: Collapse  # from the newest info/erank_centered: the runs list flags collapsed runs too
+    owner: str | None  # the submitting token's owner; None for jobs from before owners existed
 
 
 class JobOut(JobSummary):
@@ -236,6 +242,7 @@ class SweepOut(BaseModel):
     total: int
     mlflow_parent_run_id: str | None
     mlflow_url: str | None
+    owner: str | None  # the submitting token's owner; None for sweeps from before owners existed
 
 
 class SweepPage(BaseModel):

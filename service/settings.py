@@ -15,6 +15,7 @@ from workers.storage import parse_storage_uri
 
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20  # the largest valid sweep (16 x 1000 values) is ~0.3 MB; 4 MiB bounds the parse
 DEFAULT_MAX_SWEEP_CELLS = 1000  # ~0.4 s of API CPU to expand and insert (10,000 cells took 3.8 s)
+DEFAULT_MAX_STREAMS_PER_TOKEN = 8  # a person with a few run pages open; 200 streams slowed /api/jobs 20x
 
 
 class Settings(BaseSettings):
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=2**30)
     # Most cells one sweep may expand to (422 above it); at most SWEEP_CELL_CEILING
     max_sweep_cells: int = Field(default=DEFAULT_MAX_SWEEP_CELLS, ge=1, le=SWEEP_CELL_CEILING)
+    # Live event streams one token may hold open in one API process (429 above it)
+    max_streams_per_token: int = Field(default=DEFAULT_MAX_STREAMS_PER_TOKEN, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _heartbeat_timeout_spans_beats(self) -> Settings:

@@ -1,7 +1,10 @@
 """Turn validated job and sweep requests into database rows, idempotently.
 
-A create with an ``Idempotency-Key`` already seen returns the row it created the first time. A sweep
-resubmitted with the same name and the same cells (by config hash) returns the existing sweep.
+Every row records the submitting token's owner. An ``Idempotency-Key`` belongs to the token that sent
+it: a create with a key that token already used returns the row it created the first time when the
+request is the same (by the digest of the validated request), and is a 409 when it differs. A sweep
+resubmitted by the same owner with the same name and the same cells (by config hash) returns the
+existing sweep.
 Before any row is written, every config (each sweep cell's, after its overrides) is checked: its
 global batch must split evenly over the workers, and its ``data.root``, if any, must lie inside the
 operator's dataset roots (``service.data_roots``).
@@ -9,15 +12,20 @@ operator's dataset roots (``service.data_roots``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from typing import TypeVar
 
+from fastapi import HTTPException
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig, config_hash
+from service.auth import Principal
 from service.data_roots import DataRoots, root_refusal
 from service.errors import validation_error
 from service.models import Job, Sweep
@@ -29,22 +37,25 @@ Row = TypeVar("Row", Job, Sweep)
 
 
 def create_job(
-    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots
+    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots, caller: Principal
 ) -> tuple[Job, bool]:
-    """Insert a queued job; returns ``(job, created)`` (``created`` is False for a replayed key).
+    """Insert a queued job owned by ``caller.owner``; returns ``(job, created)`` (``created`` is False for a
+    replayed key; 409 when ``caller`` used the key for a different request).
 
     ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
     _check_batch_split(request.config, request.resources)
     _check_data_root(request.config, data_roots, ("body", "config", "data", "root"))
-    existing = _by_key(session, Job, idempotency_key)
+    key = IdempotencyScope(caller.token_id, idempotency_key, request_digest(request))
+    existing = key.replay(session, Job)
     if existing is not None:
         return existing, False
     job = _new_job(
-        request.config, request.name, request.priority, request.max_retries, request.resources, request.tags
+        request.config, request.name, request.priority, request.max_retries, request.resources, request.tags,
+        caller.owner,
     )
-    job.idempotency_key = idempotency_key
+    key.stamp(job)
     session.add(job)
-    return _commit_or_replay(session, job, lambda: _by_key(session, Job, idempotency_key))
+    return _commit_or_replay(session, job, lambda: key.replay(session, Job))
 
 
 def create_sweep(
@@ -53,8 +64,10 @@ def create_sweep(
     cells: list[Cell],
     idempotency_key: str | None,
     data_roots: DataRoots,
+    caller: Principal,
 ) -> tuple[Sweep, bool]:
-    """Insert a sweep and one queued job per cell; returns ``(sweep, created)``.
+    """Insert a sweep and one queued job per cell, all owned by ``caller.owner``; returns ``(sweep, created)``
+    (409 when ``caller`` used ``idempotency_key`` for a different request).
 
     ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
     for cell in cells:
@@ -62,7 +75,8 @@ def create_sweep(
         swept = "data.root" in cell.params
         loc = ("body", "parameters", "data.root") if swept else ("body", "base_config", "data", "root")
         _check_data_root(cell.config, data_roots, loc)
-    existing = _by_key(session, Sweep, idempotency_key) or _same_sweep(session, request.name, cells)
+    key = IdempotencyScope(caller.token_id, idempotency_key, request_digest(request))
+    existing = key.replay(session, Sweep) or _same_sweep(session, request.name, cells, caller.owner)
     if existing is not None:
         return existing, False
     sweep = Sweep(
@@ -73,8 +87,9 @@ def create_sweep(
         num_samples=request.num_samples,
         max_concurrency=request.max_concurrency,
         tags=list(request.tags),
-        idempotency_key=idempotency_key,
+        owner=caller.owner,
     )
+    key.stamp(sweep)
     for cell in cells:
         job = _new_job(
             cell.config,
@@ -83,11 +98,12 @@ def create_sweep(
             request.max_retries,
             request.resources,
             request.tags,
+            caller.owner,
             cell.params,
         )
         sweep.jobs.append(job)
     session.add(sweep)
-    return _commit_or_replay(session, sweep, lambda: _by_key(session, Sweep, idempotency_key))
+    return _commit_or_replay(session, sweep, lambda: key.replay(session, Sweep))
 
 
 def _check_batch_split(
@@ -120,6 +136,7 @@ def _new_job(
     max_retries: int,
     resources: Resources,
     tags: list[str],
+    owner: str,
     cell_params: dict[str, object] | None = None,
 ) -> Job:
     digest, dumped = config_hash(config), config.model_dump(mode="json")
@@ -137,6 +154,7 @@ def _new_job(
         num_gpus=resources.num_gpus,
         placement=resources.placement,
         tags=list(tags),
+        owner=owner,
     )
 
 
@@ -145,17 +163,47 @@ def _cell_name(sweep_name: str, params: dict[str, object]) -> str:
     return f"{sweep_name}/{label}"[:200]
 
 
-def _by_key(session: Session, model: type[Row], key: str | None) -> Row | None:
-    if not key:
-        return None
-    return session.scalar(select(model).where(model.idempotency_key == key))
+def request_digest(request: BaseModel) -> str:
+    """sha256 of the validated request (defaults filled in, keys sorted): equal for the same request."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _same_sweep(session: Session, name: str, cells: list[Cell]) -> Sweep | None:
-    """An existing sweep with this name whose cells are exactly ``cells`` (compared by config hash)."""
+class IdempotencyScope:
+    """An ``Idempotency-Key`` as the token that sent it, with the digest of the request it came with."""
+
+    def __init__(self, token_id: int, key: str | None, digest: str) -> None:
+        self.token_id, self.key, self.digest = token_id, key, digest
+
+    def stamp(self, row: Job | Sweep) -> None:
+        """Record the key on a new row (nothing without a key)."""
+        if self.key:
+            row.idempotency_key, row.idempotency_token_id, row.request_digest = self.key, self.token_id, self.digest
+
+    def replay(self, session: Session, model: type[Row]) -> Row | None:
+        """The row this token created with this key, None if none; 409 when it came from a different request."""
+        if not self.key:
+            return None
+        row = session.scalar(
+            select(model).where(model.idempotency_token_id == self.token_id, model.idempotency_key == self.key)
+        )
+        if row is not None and row.request_digest != self.digest:
+            kind = "job" if model is Job else "sweep"
+            raise HTTPException(
+                status_code=409,
+                detail=f"Idempotency-Key already used by this token for {kind} {row.id} with a different "
+                "request; send a new key for a new request",
+            )
+        return row
+
+
+def _same_sweep(session: Session, name: str, cells: list[Cell], owner: str) -> Sweep | None:
+    """An existing sweep of ``owner`` with this name whose cells are exactly ``cells`` (by config hash)."""
     wanted = {cell.config_hash for cell in cells}
     rows = session.execute(
-        select(Job.sweep_id, Job.config_hash).join(Sweep, Sweep.id == Job.sweep_id).where(Sweep.name == name)
+        select(Job.sweep_id, Job.config_hash)
+        .join(Sweep, Sweep.id == Job.sweep_id)
+        .where(Sweep.name == name, Sweep.owner == owner)
     )
     hashes: dict[int, set[str]] = defaultdict(set)
     for sweep_id, digest in rows:

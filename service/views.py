@@ -117,6 +117,7 @@ def _summary_fields(
         "error": job.error,
         "mlflow_run_id": job.mlflow_run_id,
         "mlflow_url": mlflow_url(settings, job.mlflow_run_id),
+        "owner": job.owner,
     }
 
 
@@ -135,6 +136,7 @@ def sweep_out(sweep: Sweep, counts: dict[str, int], settings: Settings) -> Sweep
         total=sum(counts.values()),
         mlflow_parent_run_id=sweep.mlflow_parent_run_id,
         mlflow_url=mlflow_url(settings, sweep.mlflow_parent_run_id),
+        owner=sweep.owner,
     )
 
 

@@ -4,6 +4,9 @@ One loop per connection, about one read per second: the job view plus the metric
 those already sent (an index range scan). The first ``metrics`` event carries the history, each
 series downsampled to ``max_points``; later ones carry only new points. The stream ends once the job
 is terminal and its last points are sent. Sessions are opened per tick, never held across sleeps.
+
+Each token may hold ``MMAE_MAX_STREAMS_PER_TOKEN`` streams open per API process; one more is a 429.
+A stream's slot is given back when it ends, whether the job finished or the client went away.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.orm import Session
 
-from service.deps import ReadsDep, SettingsDep, require_token
+from service.deps import PrincipalDep, ReadsDep, SettingsDep, require_token
 from service.job_queries import get_job
-from service.live import MetricsCursor
+from service.live import MetricsCursor, StreamSlots
 from service.routes.jobs import load_job_out
 from service.routes.params import JobId, MaxPoints, SinceStep
 from service.schemas import JobOut
@@ -38,7 +41,23 @@ async def existing_job(job_id: JobId, reads: ReadsDep) -> int:
     return job_id
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def stream_slot(request: Request, caller: PrincipalDep) -> AsyncIterator[None]:
+    """Hold one of the caller's stream slots for as long as the response streams; 429 when all are taken.
+    (A dependency with ``yield``: its exit runs after the response ends, a client's disconnect included.)"""
+    slots: StreamSlots = request.app.state.stream_slots
+    if not slots.take(caller.token_id):
+        raise HTTPException(
+            status_code=429,
+            detail=f"token '{caller.name}' already has {slots.limit} event streams open "
+            "(MMAE_MAX_STREAMS_PER_TOKEN); close one first",
+        )
+    try:
+        yield
+    finally:
+        slots.give_back(caller.token_id)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, dependencies=[Depends(stream_slot)])
 async def events(
     job_id: Annotated[int, Depends(existing_job)],
     reads: ReadsDep,

@@ -11,13 +11,16 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from mmae.config import Method
 from service import scheduler
+from service.auth import Principal
 from service.deps import (
+    PrincipalDep,
     RayDep,
     ReadsDep,
     SessionDep,
     SettingsDep,
     TrackerDep,
     WakeSchedulerDep,
+    ensure_may_change,
     require_token,
 )
 from service.job_queries import JobFilters, get_job, job_view, list_jobs
@@ -59,10 +62,12 @@ def create(
     settings: SettingsDep,
     response: Response,
     wake: WakeSchedulerDep,
+    caller: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
-    """Queue a job; replaying an ``Idempotency-Key`` returns the job it created (200)."""
-    job, created = create_job(session, body, idempotency_key, settings.data_roots)
+    """Queue a job owned by the caller's owner; replaying an ``Idempotency-Key`` with the same request returns
+    the job it created (200), with a different request a 409 (keys are per token)."""
+    job, created = create_job(session, body, idempotency_key, settings.data_roots, caller)
     if created:
         wake()
     else:
@@ -90,12 +95,16 @@ async def index(
     return await reads.run(load_job_page, settings, filters, sort, limit, offset)
 
 
-def change_job(session: Session, job_id: int, change: Callable[[Job], None], tries: int = 3) -> None:
-    """Apply a state change to a freshly read job; if the scheduler changed the job first (the status
-    compare-and-set fails), re-read it and decide again."""
+def change_job(
+    session: Session, caller: Principal, job_id: int, change: Callable[[Job], None], tries: int = 3
+) -> None:
+    """Apply a state change to a freshly read job (403 unless ``caller`` may change its owner's work); if the
+    scheduler changed the job first (the status compare-and-set fails), re-read it and decide again."""
     for attempt in range(tries):
         try:
-            change(get_job(session, job_id, with_attempts=True))
+            job = get_job(session, job_id, with_attempts=True)
+            ensure_may_change(caller, job.owner, f"job {job_id}")
+            change(job)
             return
         except StaleDataError:
             session.rollback()
@@ -110,18 +119,21 @@ async def read(job_id: JobId, reads: ReadsDep, settings: SettingsDep) -> JobOut:
 
 @router.post("/{job_id}/cancel", status_code=202)
 def cancel(
-    job_id: JobId, session: SessionDep, settings: SettingsDep, ray: RayDep, tracker: TrackerDep
+    job_id: JobId, session: SessionDep, settings: SettingsDep, ray: RayDep, tracker: TrackerDep, caller: PrincipalDep
 ) -> JobOut:
     """Ask a job to stop: queued jobs are cancelled at once, running ones get a cooperative stop (409 when
-    it already ended)."""
-    change_job(session, job_id, lambda job: scheduler.request_cancel(session, ray, job, tracker))
+    it already ended; 403 for another owner's job unless the caller is an admin)."""
+    change_job(session, caller, job_id, lambda job: scheduler.request_cancel(session, ray, job, tracker))
     return load_job_out(session, settings, job_id)
 
 
 @router.post("/{job_id}/retry", status_code=202)
-def retry(job_id: JobId, session: SessionDep, settings: SettingsDep, wake: WakeSchedulerDep) -> JobOut:
-    """Re-queue a failed or cancelled job (409 otherwise); it resumes from its last checkpoint."""
-    change_job(session, job_id, lambda job: scheduler.retry_job(session, job))
+def retry(
+    job_id: JobId, session: SessionDep, settings: SettingsDep, wake: WakeSchedulerDep, caller: PrincipalDep
+) -> JobOut:
+    """Re-queue a failed or cancelled job (409 otherwise; 403 for another owner's job unless the caller is an
+    admin); it resumes from its last checkpoint."""
+    change_job(session, caller, job_id, lambda job: scheduler.retry_job(session, job))
     wake()
     return load_job_out(session, settings, job_id)
 

@@ -9,7 +9,16 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.concurrency import run_in_threadpool
 
 from service import scheduler
-from service.deps import ReadsDep, SessionDep, SettingsDep, TrackerDep, WakeSchedulerDep, require_token
+from service.deps import (
+    PrincipalDep,
+    ReadsDep,
+    SessionDep,
+    SettingsDep,
+    TrackerDep,
+    WakeSchedulerDep,
+    ensure_may_change,
+    require_token,
+)
 from service.errors import validation_error
 from service.job_queries import get_job, get_sweep, latest_progress, status_counts
 from service.models import Job, Sweep
@@ -39,6 +48,7 @@ def create(
     settings: SettingsDep,
     response: Response,
     wake: WakeSchedulerDep,
+    caller: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepOut:
     """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
@@ -46,7 +56,7 @@ def create(
         cells = expand(body, settings.max_sweep_cells)
     except SweepSpecError as error:
         raise validation_error(("body", *error.loc), str(error)) from error
-    sweep, created = create_sweep(session, body, cells, idempotency_key, settings.data_roots)
+    sweep, created = create_sweep(session, body, cells, idempotency_key, settings.data_roots, caller)
     if created:
         wake()
     else:
@@ -91,9 +101,11 @@ async def report(sweep_id: SweepId, reads: ReadsDep, tracker: TrackerDep) -> HTM
 
 
 @router.post("/{sweep_id}/retry-failed")
-def retry_failed(sweep_id: SweepId, session: SessionDep, wake: WakeSchedulerDep) -> RetriedOut:
-    """Re-queue only the failed and cancelled cells (each resumes from its last checkpoint)."""
+def retry_failed(sweep_id: SweepId, session: SessionDep, wake: WakeSchedulerDep, caller: PrincipalDep) -> RetriedOut:
+    """Re-queue only the failed and cancelled cells (each resumes from its last checkpoint); 403 for another
+    owner's sweep unless the caller is an admin."""
     sweep = get_sweep(session, sweep_id)
+    ensure_may_change(caller, sweep.owner, f"sweep {sweep_id}")
     ids = session.scalars(
         select(Job.id).where(Job.sweep_id == sweep.id, Job.status.in_(RETRYABLE)).order_by(Job.id)
     ).all()

@@ -226,7 +226,7 @@ def test_token_create_prints_a_working_token_once(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_serve_prints_a_token_on_first_start_only(tmp_path: Path, workers: int) -> None:
+def test_serve_prints_the_token_files_path_on_first_start_only(tmp_path: Path, workers: int) -> None:
     env = {
         **os.environ,
         "MMAE_DATA_DIR": str(tmp_path / "data"),
@@ -254,7 +254,8 @@ def test_serve_prints_a_token_on_first_start_only(tmp_path: Path, workers: int) 
     first = first_lines()
     token_file = tmp_path / "data" / ADMIN_TOKEN_FILE
     token = token_file.read_text().strip()
-    assert sum("admin API token" in line for line in first) == 1 and token in first
+    assert sum(f"admin API token written to {token_file}" in line for line in first) == 1
+    assert not any(token in line for line in first), "only the 0600 file holds the token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     second = first_lines()
     assert not any("admin API token" in line for line in second) and token not in second
