@@ -53,7 +53,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1b1b1b;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0}th,td{padding:.3rem .6rem;border-bottom:1px solid #e3e3e3}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}th{background:#f4f4f4}
 .scale{color:#555;margin:.2rem 0}.paper{background:#fff8e1}.muted{color:#777}
 .status-failed{color:#b00020}.status-succeeded{color:#1b7f3b}.status-running{color:#1f5fbf}
 figure{margin:1rem 0}svg{background:#fcfcfc;border:1px solid #e3e3e3}
@@ -170,15 +170,23 @@ def format_stat(metric: str, stat: tuple[float, float | None, int] | None) -> st
     return text if spread is None else f"{text} ± {spread * scale:.{digits}f}"
 
 
+def recorded_metrics(report: SweepReport) -> tuple[str, ...]:
+    """The table's metrics some cell recorded (MI only for Siamese methods, say); all of them before any."""
+    shown = tuple(
+        metric
+        for metric in (*ACCURACIES, *FINALS)
+        if any(mean_std([cell.finals.get(metric)]) is not None for cell in report.cells)
+    )
+    return shown or (*ACCURACIES, *FINALS)
+
+
 def _results(report: SweepReport) -> str:
-    names = group_key_names(report)
+    names, metrics = group_key_names(report), recorded_metrics(report)
     columns = paper_columns(report)
     header = "".join(f"<th>{escape(name)}</th>" for name in names)
-    header += '<th class="num">cells</th>' + "".join(
-        f'<th class="num">{LABELS[metric]}</th>' for metric in (*ACCURACIES, *FINALS)
-    )
+    header += '<th class="num">cells</th>' + "".join(f'<th class="num">{LABELS[metric]}</th>' for metric in metrics)
     header += "".join(f'<th class="num paper">{escape(column.header)}</th>' for column in columns)
-    rows = [_result_row(key, cells, columns) for key, cells in groups(report).items()]
+    rows = [_result_row(key, cells, metrics, columns) for key, cells in groups(report).items()]
     scales = "".join(f'<p class="scale">{escape(column.label)}</p>' for column in columns)
     if columns:
         scales += f'<p class="scale">{escape(ours_label(report.base_config))}</p>'
@@ -187,16 +195,18 @@ def _results(report: SweepReport) -> str:
     return f"<h2>Results</h2>{table}{note}{scales}"
 
 
-def _result_row(key: tuple[Any, ...], cells: list[ReportCell], columns: list[PaperColumn]) -> str:
+def _result_row(
+    key: tuple[Any, ...], cells: list[ReportCell], metrics: tuple[str, ...], columns: list[PaperColumn]
+) -> str:
     keys = "".join(f"<td>{escape(_value(value))}</td>" for value in key)
     done = sum(cell.status == "succeeded" for cell in cells)
     count = f"{done}/{len(cells)} succeeded"
-    metrics = "".join(
+    ours = "".join(
         f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric) for cell in cells]))}</td>'
-        for metric in (*ACCURACIES, *FINALS)
+        for metric in metrics
     )
-    ours = "".join(f'<td class="num paper">{_paper_value(column.values.get(key))}</td>' for column in columns)
-    return f'<tr>{keys}<td class="num">{count}</td>{metrics}{ours}</tr>'
+    paper_values = "".join(f'<td class="num paper">{_paper_value(column.values.get(key))}</td>' for column in columns)
+    return f'<tr>{keys}<td class="num">{count}</td>{ours}{paper_values}</tr>'
 
 
 def _paper_value(value: float | None) -> str:
@@ -342,20 +352,19 @@ class _Scale:
 
 
 def _cells(report: SweepReport) -> str:
-    parameters = report.parameters
+    parameters, metrics = report.parameters, recorded_metrics(report)
     header = "<th>cell</th><th>name</th>" + "".join(f"<th>{escape(name)}</th>" for name in parameters)
-    header += "<th>status</th>" + "".join(f'<th class="num">{LABELS[metric]}</th>' for metric in (*ACCURACIES, *FINALS))
+    header += "<th>status</th>" + "".join(f'<th class="num">{LABELS[metric]}</th>' for metric in metrics)
     rows = []
     for cell in report.cells:
         values = "".join(f"<td>{escape(_value(cell.params.get(name)))}</td>" for name in parameters)
         status = escape(cell.status)
-        metrics = "".join(
-            f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric)]))}</td>'
-            for metric in (*ACCURACIES, *FINALS)
+        finals = "".join(
+            f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric)]))}</td>' for metric in metrics
         )
         rows.append(
             f'<tr data-job-id="{cell.job_id}"><td>#{cell.job_id}</td><td>{escape(cell.name)}</td>{values}'
-            f'<td class="status-{status}">{status}</td>{metrics}</tr>'
+            f'<td class="status-{status}">{status}</td>{finals}</tr>'
         )
     table = f'<table class="cells"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     return f"<h2>Cells</h2>{table}"

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from mmae import paper_numbers as paper
 from service.examples import EXAMPLES_DIR, sweep_body
-from service.report import ReportCell, SweepReport, paper_columns, paper_findings
+from service.report import ReportCell, SweepReport, paper_columns, paper_findings, render
 from service.schemas import SweepCreate
 from service.settings import Settings
 from service.sweeps import Cell, expand
@@ -71,6 +71,8 @@ def test_the_report_of_each_paper_sweep_quotes_its_experiment(name: str, tables:
     report = SweepReport(1, body["name"], body["tags"], list(body["parameters"]), body["base_config"], cells)
     assert [column.label.split("(")[1].split(")")[0] for column in paper_columns(report)] == tables
     assert [setting.source for setting, _ in paper_findings(report)] == figures
+    page = render(report)  # before any cell ran: every column, no figure, every cell queued
+    assert page.count('class="status-queued">queued<') == len(cells) and "linear top-1 (%)" in page
 
 
 def test_the_api_accepts_every_paper_sweep(client: TestClient) -> None:

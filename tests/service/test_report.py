@@ -18,6 +18,7 @@ from sqlalchemy import update
 from mmae.config import TrainConfig
 from service.attempts import finish
 from service.db import session_scope
+from service.mlflow_sync import sync_pass
 from service.models import Job, MetricPoint, Sweep
 from service.report import ReportCell, SweepReport, render
 from service.series import SeriesData
@@ -73,6 +74,7 @@ def test_seeds_are_averaged_with_the_sample_std_and_the_paper_table2_sits_beside
     assert "paper (Table 2): ViT-B, ImageNet-1K, 200 ep, batch 1024" in html
     assert "ours: digits 8x8, ViT-tiny, 300 steps, batch 128" in html
     assert '<td class="status-failed">failed</td>' in html and '<td class="status-running">running</td>' in html
+    assert "final erank" in html and "final MI" not in html, "only the metrics some cell recorded"
 
 
 def test_figures_are_inline_svg_without_scripts_or_network() -> None:
@@ -202,7 +204,8 @@ def test_report_is_stored_on_the_parent_run_and_mlflow_failures_are_only_logged(
         session.execute(update(Job).where(Job.sweep_id == row.id, Job.status == "queued").values(status="running"))
     with session_scope(factory) as session:
         last = session.query(Job).filter_by(sweep_id=sweep["id"], status="running").one()
-        finish(session, last, JobStatus.FAILED, tracker)
+        finish(last, JobStatus.FAILED)
+    sync_pass(factory, tracker)  # the scheduler's MLflow thread closes the ended sweep's run
     stored = Path(tracker.client.download_artifacts(run_id, "report.html", str(mlflow_settings.data_dir)))
     page = stored.read_text(encoding="utf-8")
     assert page.count('class="status-failed">failed<') == 2, "the report of the ended sweep, with its last cell"
