@@ -106,9 +106,11 @@ def test_resubmitting_the_same_sweep_is_idempotent(client: TestClient) -> None:
 def test_idempotency_key_on_sweeps(client: TestClient) -> None:
     headers = {"Idempotency-Key": "sweep-1"}
     first = client.post("/api/sweeps", json=MU_SWEEP, headers=headers)
-    again = client.post("/api/sweeps", json=MU_SWEEP | {"name": "renamed"}, headers=headers)
+    again = client.post("/api/sweeps", json=MU_SWEEP, headers=headers)
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
+    renamed = client.post("/api/sweeps", json=MU_SWEEP | {"name": "renamed"}, headers=headers)
+    assert renamed.status_code == 409, "a key replayed with a different request is refused, not answered silently"
 
 
 @pytest.mark.parametrize(
