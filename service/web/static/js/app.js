@@ -58,7 +58,8 @@ async function loadSession() {
   } catch (error) {
     console.warn("settings unavailable", error);
   }
-  sessionName.textContent = session.user?.name ?? "";
+  const user = session.user;
+  sessionName.textContent = user ? `${user.name} (${user.role})` : "";  // what this token may do shows beside it
   sessionBox.hidden = false;
   return true;
 }
