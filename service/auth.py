@@ -166,7 +166,9 @@ def touch(session: Session, row: ApiToken) -> None:
     if row.last_used_at is not None and _aware(row.last_used_at) > now - LAST_USED_EVERY:
         return
     stale = or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY)
-    session.execute(update(ApiToken).where(ApiToken.id == row.id, stale).values(last_used_at=now))
+    # No in-Python matching of the session's row: SQLite gives its datetime back naive, ``now`` is aware.
+    statement = update(ApiToken).where(ApiToken.id == row.id, stale).values(last_used_at=now)
+    session.execute(statement.execution_options(synchronize_session=False))
     session.commit()
 
 
