@@ -118,3 +118,39 @@ def test_jobs_from_before_0003_read_as_one_packed_worker(empty_database: str) ->
         assert tuple(row) == (1, 2.0, 0.5, "pack"), "per-worker resources of the one worker it always had"
     finally:
         engine.dispose()
+
+
+def test_tokens_from_before_0004_become_admins_and_old_keys_replay_nothing(empty_database: str) -> None:
+    engine = make_engine(empty_database)
+    config = alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+            now = datetime.now(UTC)
+            connection.execute(
+                text(
+                    "INSERT INTO api_tokens (id, name, token_hash, created_at, revoked) VALUES (3, 'ci', 'h', :now,"
+                    " false)"
+                ),
+                {"now": now},
+            )
+            for job_id in (8, 9):
+                connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, name, status, method, config, config_hash, priority, max_retries,"
+                        " retries_used, num_cpus, num_gpus, tags, created_at, queued_at, idempotency_key) VALUES"
+                        " (:id, 'old', 'queued', 'mmae', '{}', 'h', 0, 2, 0, 1, 0, '[]', :now, :now, :key)"
+                    ),
+                    {"id": job_id, "now": now, "key": f"k-{job_id}"},
+                )
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            token = connection.execute(text("SELECT role, owner, expires_at FROM api_tokens WHERE id = 3")).one()
+            jobs = connection.execute(
+                text("SELECT owner, idempotency_key, idempotency_token_id FROM jobs ORDER BY id")
+            ).all()
+        assert tuple(token) == ("admin", "ci", None), "a token that could do everything keeps doing so"
+        assert [tuple(job) for job in jobs] == [(None, "k-8", None), (None, "k-9", None)]
+    finally:
+        engine.dispose()
