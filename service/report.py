@@ -160,14 +160,16 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float | None, int] 
     return statistics.fmean(finite), spread, len(finite)
 
 
-def format_stat(metric: str, stat: tuple[float, float | None, int] | None) -> str:
-    """``82.4 ± 1.3`` (accuracies in %), ``12.06``, or an em dash when no cell recorded it."""
+def format_stat(metric: str, stat: tuple[float, float | None, int] | None, cells: int = 1) -> str:
+    """``82.4 ± 1.3`` (accuracies in %), ``12.060``, or an em dash when no cell recorded it; ``(n=2)`` after it
+    when fewer than the group's ``cells`` did (a failed or running seed)."""
     if stat is None:
         return "—"
     scale, digits = (100.0, 1) if metric in ACCURACIES else (1.0, 3)
-    mean, spread, _ = stat
+    mean, spread, count = stat
     text = f"{mean * scale:.{digits}f}"
-    return text if spread is None else f"{text} ± {spread * scale:.{digits}f}"
+    text = text if spread is None else f"{text} ± {spread * scale:.{digits}f}"
+    return text if count >= cells else f"{text} (n={count})"
 
 
 def recorded_metrics(report: SweepReport) -> tuple[str, ...]:
@@ -202,7 +204,7 @@ def _result_row(
     done = sum(cell.status == "succeeded" for cell in cells)
     count = f"{done}/{len(cells)} succeeded"
     ours = "".join(
-        f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric) for cell in cells]))}</td>'
+        f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric) for cell in cells]), len(cells))}</td>'
         for metric in metrics
     )
     paper_values = "".join(f'<td class="num paper">{_paper_value(column.values.get(key))}</td>' for column in columns)

@@ -70,7 +70,7 @@ def test_seeds_are_averaged_with_the_sample_std_and_the_paper_table2_sits_beside
     assert "12.000 ± 2.000" in mu1, "final erank 10, 12, 14"
     assert ">62.4<" in mu1, "Table 2's ViT-B number for mu = 1"
     mu3 = results_row(html, "3")
-    assert "1/3 succeeded" in mu3 and "70.0<" in mu3 and ">50.46<" in mu3, "one value: no ± and no crash"
+    assert "1/3 succeeded" in mu3 and ">70.0 (n=1)<" in mu3 and ">50.46<" in mu3, "one of three: no ±, its count"
     assert "paper (Table 2): ViT-B, ImageNet-1K, 200 ep, batch 1024" in html
     assert "ours: digits 8x8, ViT-tiny, 300 steps, batch 128" in html
     assert '<td class="status-failed">failed</td>' in html and '<td class="status-running">running</td>' in html
@@ -169,7 +169,12 @@ def test_report_route_renders_the_sweep_and_needs_a_token(client: TestClient, an
     assert "script-src" not in response.headers["content-security-policy"]
     html = response.text
     assert "70.0 ± 14.1" in results_row(html, "1"), "mean of 60 and 80 %, sample std 14.1"
-    assert "0/2 succeeded" in results_row(html, "3") and "status-failed" in html and "status-queued" in html
+    assert (
+        "0/2 succeeded" in results_row(html, "3")
+        and "(n=" not in results_row(html, "1")
+        and "status-failed" in html
+        and "status-queued" in html
+    )
     assert "final erank" in html and html.count("<polyline") == 2
     assert client.get("/api/sweeps/999/report").json() == {"detail": "sweep 999 not found"}
     assert anonymous_client.get(f"/api/sweeps/{sweep['id']}/report").status_code == 401
