@@ -109,6 +109,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def cache_key(kind: str, secret: str) -> str:
+    """Where ``TokenCache`` keeps the principal of a credential (``kind``: "token" or "session")."""
+    return f"{kind}:{hash_token(secret)}"
+
+
 def create_token(
     session: Session, name: str, *, role: Role = Role.USER, owner: str | None = None, expires_at: datetime | None = None
 ) -> str:

@@ -19,8 +19,8 @@ from service.auth import (
     Principal,
     Role,
     TokenCache,
+    cache_key,
     credential_key,
-    hash_token,
     identify_session,
     identify_token,
 )
@@ -87,7 +87,7 @@ async def authenticate(connection: HTTPConnection) -> Principal | None:
         reads: Reads = state.reads
         return await reads.run(identify, secret)  # its own short session: a stream must not pin one
 
-    principal = await cache.principal(f"{kind}:{hash_token(secret)}", lookup)
+    principal = await cache.principal(cache_key(kind, secret), lookup)
     return None if principal is None or principal.expired() else principal
 
 

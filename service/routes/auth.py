@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from service.auth import (
     COOKIE_NAME,
     Principal,
+    cache_key,
     create_login_session,
     end_login_session,
     find_token,
-    hash_token,
     principal_of,
 )
 from service.deps import PrincipalDep, SessionDep
@@ -52,7 +52,7 @@ def logout(session: SessionDep, request: Request, response: Response) -> None:
     if secret:
         end_login_session(session, secret)
         session.commit()
-        request.app.state.token_cache.drop(f"session:{hash_token(secret)}")
+        request.app.state.token_cache.drop(cache_key("session", secret))
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
 
 
