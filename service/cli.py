@@ -186,7 +186,8 @@ def submit_command(args: argparse.Namespace) -> int:
         "priority": args.priority,
         "max_retries": args.max_retries,
         "resources": {
-            "num_cpus": args.cpus, "num_gpus": args.gpus, "workers": args.workers, "placement": args.placement
+            "num_cpus": "auto" if args.cpus is None else args.cpus, "num_gpus": args.gpus, "workers": args.workers,
+            "placement": args.placement,
         },
         "tags": args.tags,
     }
@@ -373,7 +374,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--name")
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--workers", type=int, default=1, help="data-parallel workers (default 1)")
-    submit.add_argument("--cpus", type=float, default=1.0, help="CPUs per worker (default 1)")
+    submit.add_argument(
+        "--cpus", type=float, help="CPUs per worker (default auto: a node's CPUs, or 4 per GPU)"
+    )
     submit.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker (default 0)")
     submit.add_argument(
         "--placement", choices=("pack", "spread"), default="pack",

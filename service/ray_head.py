@@ -28,6 +28,7 @@ import httpx
 
 import workers
 
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 SOURCE_ROOT = Path(workers.__file__).resolve().parents[1]  # cwd of the head: `python -m workers.run` imports
 
 
@@ -97,10 +98,22 @@ def gcs_address(address: str) -> str:
     return (head_dir(address) / "gcs.address").read_text().strip()
 
 
+def local_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup (v2) CPU quota (a container's limit).
+    A local head offers exactly these, so ``service.allocation`` can size jobs before it is started."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    return cpus if quota == "max" else max(1, min(cpus, int(quota) // int(period)))
+
+
 def start_head(
     address: str, *, num_cpus: float | None = None, num_gpus: float | None = None, timeout_s: float = 90.0
 ) -> int:
-    """Start a detached local head whose dashboard serves ``address``; returns its pid once its node is up."""
+    """Start a detached local head whose dashboard serves ``address``; returns its pid once its node is up.
+    It offers ``num_cpus`` CPUs (default ``local_cpus()``)."""
     parts = urlsplit(address)
     folder = head_dir(address)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +126,7 @@ def start_head(
         "--node-ip-address=127.0.0.1",  # a local head keeps all of Ray's traffic on loopback
         f"--dashboard-port={parts.port}", "--include-dashboard=true", f"--temp-dir={folder}",
     ]
-    command += [f"--num-cpus={num_cpus:g}"] if num_cpus is not None else []
+    command += [f"--num-cpus={num_cpus if num_cpus is not None else local_cpus():g}"]
     command += [f"--num-gpus={num_gpus:g}"] if num_gpus is not None else []
     with open(folder / "head.log", "ab") as log:
         process = subprocess.Popen(

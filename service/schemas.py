@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     StringConstraints,
     Tag,
     model_validator,
@@ -48,13 +49,30 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e999 parses as inf: refused here
 
 
+def _cpu_count(value: Any) -> float | str:
+    """``"auto"``, or a number of CPUs greater than 0 and at most 1024 (as a float)."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError('should be a number of CPUs or "auto"')
+    if not 0 < value <= 1024:  # NaN and infinities fail too
+        raise ValueError('should be greater than 0 and at most 1024, or "auto"')
+    return float(value)
+
+
+CpuCount = Annotated[
+    float | Literal["auto"], PlainValidator(_cpu_count, json_schema_input_type=float | Literal["auto"])
+]
+
+
 class Resources(RequestModel):
     """What a job asks of the cluster: ``workers`` data-parallel ranks (Ray Train when more than one),
     each holding ``num_cpus`` and ``num_gpus``, placed by ``placement`` (``pack``: as few nodes as
     possible; ``spread``: as many). ``config.data.batch_size`` is the global batch, split evenly over
-    the workers."""
+    the workers. ``num_cpus: "auto"`` (the default) is resolved when the job is submitted
+    (``service.allocation``): the largest node's CPUs for a CPU job, a fixed number per GPU for a GPU job."""
 
-    num_cpus: float = Field(default=1.0, gt=0, le=1024)  # per worker
+    num_cpus: CpuCount = "auto"  # per worker
     num_gpus: float = Field(default=0.0, ge=0, le=64)  # per worker
     workers: int = Field(default=1, ge=1, le=256)
     placement: Literal["pack", "spread"] = "pack"

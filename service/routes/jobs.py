@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from mmae.config import Method
-from service import scheduler
+from service import allocation, scheduler
 from service.auth import Principal
 from service.deps import (
     PrincipalDep,
@@ -63,10 +63,12 @@ def create(
     response: Response,
     wake: WakeSchedulerDep,
     caller: PrincipalDep,
+    ray: RayDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a job owned by the caller's owner; replaying an ``Idempotency-Key`` with the same request returns
     the job it created (200), with a different request a 409 (keys are per token)."""
+    body = body.model_copy(update={"resources": allocation.resolved(body.resources, ray)})
     job, created = create_job(session, body, idempotency_key, settings.data_roots, caller)
     if created:
         wake()

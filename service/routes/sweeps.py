@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.concurrency import run_in_threadpool
 
-from service import scheduler
+from service import allocation, scheduler
 from service.deps import (
     PrincipalDep,
+    RayDep,
     ReadsDep,
     SessionDep,
     SettingsDep,
@@ -49,9 +50,11 @@ def create(
     response: Response,
     wake: WakeSchedulerDep,
     caller: PrincipalDep,
+    ray: RayDep,
     idempotency_key: IdempotencyKey = None,
 ) -> SweepOut:
     """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
+    body = body.model_copy(update={"resources": allocation.resolved(body.resources, ray)})
     try:
         cells = expand(body, settings.max_sweep_cells)
     except SweepSpecError as error:
