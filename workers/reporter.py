@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import math
 import time
@@ -43,7 +44,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from mmae.callbacks import Callback, RunInfo, TrainResult
 from workers.background import Flusher
@@ -81,7 +81,7 @@ def upsert_points(
              "names": list(names), "steps": list(steps), "values": list(points.values())},
         )
         return
-    statement = sqlite.insert(metric_points)
+    statement = dialect_module(connection).insert(metric_points)
     rows = [
         {"job_id": job_id, "name": name, "step": step, "value": value, "attempt_id": attempt_id,
          "logged_at": logged_at}
@@ -101,6 +101,8 @@ def _overwriting(statement: Any) -> Any:
 @functools.cache
 def _unnest_upsert() -> Any:
     """PostgreSQL's batch upsert: a row per element of the names/steps/values arrays."""
+    from sqlalchemy.dialects import postgresql
+
     points = func.unnest(
         bindparam("names", type_=postgresql.ARRAY(String)),
         bindparam("steps", type_=postgresql.ARRAY(BigInteger)),
@@ -116,13 +118,18 @@ def _unnest_upsert() -> Any:
 
 def upsert_progress(connection: Connection, row: dict[str, Any]) -> None:
     """Insert or replace the ``attempt_progress`` row of ``row["attempt_id"]``."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[connection.dialect.name]
-    statement = dialect.insert(attempt_progress).values(**row)
+    statement = dialect_module(connection).insert(attempt_progress).values(**row)
     statement = statement.on_conflict_do_update(
         index_elements=["attempt_id"],
         set_={key: statement.excluded[key] for key in row if key != "attempt_id"},
     )
     connection.execute(statement)
+
+
+def dialect_module(connection: Connection) -> Any:
+    """``sqlalchemy.dialects.sqlite`` or ``.postgresql`` (for their upserts), whichever ``connection`` speaks:
+    imported on first use, so a worker on SQLite never loads PostgreSQL's dialect (and asyncio with it)."""
+    return importlib.import_module(f"sqlalchemy.dialects.{connection.dialect.name}")
 
 
 def sql_high_water(engine: Engine, job_id: int) -> dict[str, int]:
