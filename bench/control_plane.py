@@ -11,6 +11,10 @@
    Target p99 <= 50 ms.
 4. Metric ingest into PostgreSQL through the workers' reporter (``workers.reporter.Reporter``,
    batched upserts), points per second. Target >= 50k points/s.
+5. One admission pass (``service.scheduler.admit_queued``) with 10,000 jobs queued behind a full
+   cluster (the steady state a big sweep leaves), median of repeated passes: it must stay flat in the
+   queue length (before the fix every pass loaded every queued job as an ORM row). ``--admission-only``
+   runs just this one, without Ray or an API process.
 
 Needs PostgreSQL (``MMAE_BENCH_PG_URL``, default postgresql+psycopg://postgres@127.0.0.1:5432/test;
 a scratch database is created and dropped). Run: ``python bench/control_plane.py [--rounds 5]``.
@@ -43,8 +47,12 @@ from mmae.callbacks import RunInfo
 from mmae.config import TrainConfig, config_hash
 from service import ray_head
 from service.auth import ADMIN_TOKEN_FILE
+from service.db import make_engine, make_session_factory
+from service.migrations import upgrade_to_head
 from service.models import AttemptProgress, Job, MetricPoint
+from service.ray_client import ClusterResources
 from service.run_params import key_params
+from service.scheduler import admit_queued
 from service.settings import Settings
 from workers.reporter import Reporter, connect
 
@@ -373,6 +381,53 @@ def ingest_rate(database_url: str, points: int, names: int = 20) -> float:
     return points / elapsed
 
 
+class FullCluster:
+    """Ray as admission sees it: the cached cluster totals of one 4-CPU node (no call leaves the process)."""
+
+    def cluster_resources(self, max_age_s: float = 30.0) -> ClusterResources:
+        node = {"node_id": "bench", "ip": "127.0.0.1", "is_head": True, "resources": {"CPU": 4.0}}
+        return ClusterResources(total={"CPU": 4.0, "GPU": 0.0}, nodes=[node])
+
+
+def admission_pass(database_url: str, data_dir: Path, queued: int, repeats: int = 20) -> float:
+    """Median seconds of one admission pass with ``queued`` jobs waiting behind 4 running 1-CPU jobs on
+    a 4-CPU cluster (nothing fits: the pass only has to find that out)."""
+    config = TrainConfig.model_validate({"steps": 300})
+    row = {"method": "mmae", "config": config.model_dump(mode="json"), "config_hash": config_hash(config),
+           "num_cpus": 1.0, "num_gpus": 0.0, "workers": 1}
+    now = datetime.now(UTC)
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(Job), [
+            row | {"name": f"queued-{i}", "status": "queued" if i >= 4 else "running",
+                   "queued_at": now + timedelta(microseconds=i)}
+            for i in range(queued + 4)
+        ])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))  # what autovacuum does soon after a bulk load
+    factory = make_session_factory(engine)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with factory() as session:
+            assert admit_queued(session, FullCluster(), settings) == []  # type: ignore[arg-type]
+        times.append(time.perf_counter() - started)
+    engine.dispose()
+    return statistics.median(times)
+
+
+def print_admission(data_dir: Path, queued: int) -> None:
+    """Admission pass times with 10 and with ``queued`` jobs waiting, each in a scratch database."""
+    figures = {}
+    for count in (10, queued):
+        with scratch_database() as url:
+            figures[count] = admission_pass(url, data_dir, count)
+    print(f"admission pass, full cluster, PostgreSQL: {figures[10] * 1000:.1f} ms with 10 queued, "
+          f"{figures[queued] * 1000:.1f} ms with {queued:,} queued (target: flat)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="submit->running rounds (ours and raw each)")
@@ -381,11 +436,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each read-latency run")
     parser.add_argument("--points", type=int, default=200_000, help="metric points for the ingest test")
     parser.add_argument("--workers", type=int, default=1, help="API processes (mmae serve --workers)")
+    parser.add_argument("--queued", type=int, default=10_000, help="queued jobs for the admission pass")
+    parser.add_argument("--admission-only", action="store_true", help="only the admission pass (no Ray, no API)")
     defaults = Settings.model_fields  # the shipped intervals: a new job wakes the loop, it is not polled for
     parser.add_argument("--scheduler-interval", type=float, default=defaults["scheduler_interval_s"].default)
     parser.add_argument("--reconcile-interval", type=float, default=defaults["reconcile_interval_s"].default)
     args = parser.parse_args()
     intervals = (args.scheduler_interval, args.reconcile_interval)
+    if args.admission_only:
+        with tempfile.TemporaryDirectory(prefix="mmae-bench-") as scratch:
+            print_admission(Path(scratch) / "data", args.queued)
+        return
 
     with (
         tempfile.TemporaryDirectory(prefix="mmae-bench-") as scratch,
@@ -428,6 +489,8 @@ def main() -> None:
         f"this load generator {client_cpu_per_read * 1000:.1f} ms, on {os.cpu_count()} shared cores"
     )
     print(f"metric ingest into PostgreSQL via Reporter: {ingest:,.0f} points/s  (target >= 50,000)")
+    with tempfile.TemporaryDirectory(prefix="mmae-bench-") as scratch:
+        print_admission(Path(scratch) / "data", args.queued)
 
 
 if __name__ == "__main__":

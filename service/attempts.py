@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
@@ -18,9 +17,7 @@ from mmae.config import TrainConfig
 from service.models import Attempt, Job
 from service.ray_client import RayBusy, RayClient
 from service.settings import Settings
-from service.states import TERMINAL, AttemptStatus, JobStatus, check_transition
-from service.sweep_report import publish_report
-from service.tracking import Tracker
+from service.states import AttemptStatus, JobStatus, check_transition
 from workers.spec import AttemptSpec
 
 log = logging.getLogger(__name__)
@@ -47,13 +44,11 @@ def move(job: Job, status: JobStatus) -> None:
     job.status = status
 
 
-def start_attempt(
-    session: Session, job: Job, ray: RayClient, settings: Settings, tracker: Tracker
-) -> Attempt:
+def start_attempt(session: Session, job: Job, ray: RayClient, settings: Settings) -> Attempt:
     """queued -> starting: commit a new attempt, then submit it to Ray.
 
-    The job's MLflow run is opened once the attempt runs (``open_runs``), off the path to running;
-    the worker finds the run's id on the job's row.
+    The job's MLflow run is opened once the attempt runs, by ``service.mlflow_sync``'s thread, off the
+    path to running; the worker finds the run's id on the job's row.
     """
     check_transition(JobStatus(job.status), JobStatus.STARTING)
     attempt = Attempt(job=job, number=len(job.attempts) + 1, status=AttemptStatus.PENDING)
@@ -64,13 +59,11 @@ def start_attempt(
     run_name(job)  # named before the commit, so every attempt of the job shares it
     move(job, JobStatus.STARTING)
     session.commit()
-    submit(session, job, attempt, ray, settings, tracker)
+    submit(session, job, attempt, ray, settings)
     return attempt
 
 
-def submit(
-    session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
-) -> None:
+def submit(session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings) -> None:
     """Submit the attempt with its spec; a submission Ray rejects (4xx) fails the job at once.
 
     A transient failure leaves the attempt pending for the reconciler, which submits it again once
@@ -83,7 +76,7 @@ def submit(
         log.warning("job %s: submission %s deferred: %s", job.id, attempt.ray_submission_id, error)
     except RuntimeError as error:
         reason = f"Ray rejected the submission: {error}"
-        end_attempt(session, job, attempt, reason, retry=False, tracker=tracker)
+        end_attempt(job, attempt, reason, retry=False)
         session.commit()
 
 
@@ -102,36 +95,7 @@ def attempt_spec(settings: Settings, job: Job, attempt: Attempt) -> AttemptSpec:
     )
 
 
-def open_runs(session: Session, job: Job, tracker: Tracker) -> None:
-    """Create the job's MLflow run (child of its sweep's run) or re-open it; the running worker finds
-    a new run's id on the job's row. MLflow is secondary: a failure is logged, and the reconciler tries
-    again while the attempt runs and the job has no run."""
-    try:
-        _open_runs(session, job, tracker)
-    except Exception as error:  # any tracking-server failure, or the job changed meanwhile
-        session.rollback()
-        log.warning("MLflow run of job %s not opened yet: %s", job.id, error)
-
-
-def _open_runs(session: Session, job: Job, tracker: Tracker) -> None:
-    """Create the job's run on its first start, re-open it on later ones."""
-    parent = None
-    if job.sweep is not None:
-        if job.sweep.mlflow_parent_run_id is None:
-            job.sweep.mlflow_parent_run_id = tracker.create_sweep_run(job.sweep)
-            session.commit()
-        else:
-            tracker.mark_running(job.sweep.mlflow_parent_run_id)
-        parent = job.sweep.mlflow_parent_run_id
-    if job.mlflow_run_id is not None:
-        tracker.mark_running(job.mlflow_run_id)
-        return
-    job.mlflow_run_id = tracker.job_run(job, parent)
-    session.commit()
-
-
-def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, retry: bool,
-                tracker: Tracker | None = None) -> None:
+def end_attempt(job: Job, attempt: Attempt, error: str, *, retry: bool) -> None:
     """Fail an attempt; re-queue the job while retries remain (and ``retry``), else fail the job."""
     attempt.status, attempt.error, attempt.finished_at = AttemptStatus.FAILED, error, utcnow()
     if retry and job.retries_used < job.max_retries:
@@ -140,41 +104,13 @@ def end_attempt(session: Session, job: Job, attempt: Attempt, error: str, *, ret
         log.warning("job %s attempt %s failed, retry %s/%s: %s", job.id, attempt.number, job.retries_used,
                     job.max_retries, error.splitlines()[0] if error else "")
         return
-    finish(session, job, JobStatus.FAILED, tracker, error=f"attempt {attempt.number} failed: {error}")
+    finish(job, JobStatus.FAILED, error=f"attempt {attempt.number} failed: {error}")
 
 
-def finish(
-    session: Session, job: Job, status: JobStatus, tracker: Tracker | None, error: str | None = None
-) -> None:
-    """Move ``job`` to a terminal ``status``; close its MLflow run (and its sweep's once all cells ended, storing
-    the sweep's report on it)."""
+def finish(job: Job, status: JobStatus, error: str | None = None) -> None:
+    """Move ``job`` to a terminal ``status``. Its MLflow run (and its sweep's, once all cells ended) is
+    closed by ``service.mlflow_sync``'s thread, which reads the committed state."""
     move(job, status)
     job.finished_at = utcnow()
     if error is not None:
         job.error = error
-    if tracker is None:
-        return
-    if job.mlflow_run_id:
-        _quietly(tracker.finish_run, job.mlflow_run_id, status)
-    sweep = job.sweep
-    if sweep is not None and sweep.mlflow_parent_run_id:
-        statuses = {JobStatus(cell.status) for cell in sweep.jobs}
-        if statuses <= TERMINAL:
-            _quietly(tracker.finish_run, sweep.mlflow_parent_run_id, _sweep_outcome(statuses))
-            _quietly(publish_report, session, sweep, tracker)
-
-
-def _sweep_outcome(statuses: set[JobStatus]) -> JobStatus:
-    """A finished sweep's status: failed if any cell failed, else cancelled if any was, else succeeded."""
-    for status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        if status in statuses:
-            return status
-    return JobStatus.SUCCEEDED
-
-
-def _quietly(call: Callable[..., None], *args: object) -> None:
-    """MLflow is secondary: a failed status update is logged, never blocks the job's own state."""
-    try:
-        call(*args)
-    except Exception as error:  # any tracking-server failure
-        log.warning("MLflow update failed: %s", error)

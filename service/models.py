@@ -65,6 +65,10 @@ class Job(Base):
         Index("ix_jobs_method_id", "method", "id"),
         Index("ix_jobs_priority_id", "priority", "id"),
         Index("ix_jobs_name_id", "name", "id"),
+        # Admission reads the queue a priority level at a time, FIFO within it, a page at a time, and the
+        # distinct shapes waiting in it: both from an index, however long the queue (service.scheduler).
+        Index("ix_jobs_queue", "status", "priority", "queued_at", "id"),
+        Index("ix_jobs_status_shape", "status", "num_cpus", "num_gpus", "workers"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -21,15 +21,16 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from service.attempts import end_attempt, finish, move, open_runs, start_attempt, submit, utcnow
-from service.models import Attempt, AttemptProgress, Job
+from service.attempts import end_attempt, finish, move, start_attempt, submit, utcnow
+from service.mlflow_sync import MlflowSync
+from service.models import Attempt, AttemptProgress, Job, Sweep
 from service.ray_client import ClusterResources, RayBusy, RayClient, RayJobState, RayUnavailable
 from service.settings import Settings
 from service.states import ACTIVE, AttemptStatus, JobStatus, check_transition
@@ -43,36 +44,89 @@ STARTING_POLL_BATCH = 8  # a fast pass asks Ray about at most this many starting
 RESOURCES_REFRESH_S = 5.0  # a reconcile pass re-reads Ray's cluster totals when they are older than this
 
 
-def admit_queued(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
-    """Start every queued job that fits, in priority-then-FIFO order; returns the ids started."""
-    queue = session.scalars(
-        select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.queued_at, Job.id)
-    ).all()
-    if not queue:
+ADMIT_PAGE = 64  # queued rows read per query; a pass stops reading once nothing more could fit
+
+
+def admit_queued(session: Session, ray: RayClient, settings: Settings) -> list[int]:
+    """Start every queued job that fits, in priority-then-FIFO order; returns the ids started.
+
+    Reads only what deciding takes: the queue's resource columns, a page at a time, until the cluster
+    has nothing left (every job needs CPUs); a full ORM row only for a job that starts or fails. With
+    10,000 jobs queued behind a full cluster a pass reads one page (``bench/control_plane.py``).
+    """
+    if session.scalar(select(Job.id).where(Job.status == JobStatus.QUEUED).limit(1)) is None:
         return []
     cluster = ray.cluster_resources()
+    _fail_never_fitting(session, cluster)
     free = _free(session, cluster)
     per_sweep = Counter(
         session.scalars(select(Job.sweep_id).where(Job.status.in_(ACTIVE), Job.sweep_id.is_not(None))).all()
     )
     started = []
-    for job in queue:
-        reason = _never_fits(job, cluster)
-        if reason:
-            finish(session, job, JobStatus.FAILED, tracker, error=reason)
-            session.commit()
+    for row in _queue(session):
+        if row.max_concurrency is not None and per_sweep[row.sweep_id] >= row.max_concurrency:
             continue
-        limit = job.sweep.max_concurrency if job.sweep else None
-        if limit is not None and per_sweep[job.sweep_id] >= limit:
-            continue
-        fits = job.cpus_held <= free["CPU"] + EPSILON and job.gpus_held <= free["GPU"] + EPSILON
-        free["CPU"] -= job.cpus_held  # taken, or reserved so the jobs behind cannot starve it
-        free["GPU"] -= job.gpus_held
-        if fits:
-            start_attempt(session, job, ray, settings, tracker)
-            per_sweep[job.sweep_id] += 1
+        fits = row.cpus <= free["CPU"] + EPSILON and row.gpus <= free["GPU"] + EPSILON
+        free["CPU"] -= row.cpus  # taken, or reserved so the jobs behind cannot starve it
+        free["GPU"] -= row.gpus
+        job = session.get(Job, row.id) if fits else None
+        if job is not None and job.status == JobStatus.QUEUED:
+            start_attempt(session, job, ray, settings)
+            per_sweep[row.sweep_id] += 1
             started.append(job.id)
+        if free["CPU"] <= -EPSILON:  # no job behind (each needs CPUs) can fit any more
+            break
     return started
+
+
+def _queue(session: Session) -> Iterator[Row]:
+    """The queued jobs' admission columns in priority-then-FIFO order: a priority level at a time (the
+    highest first), ``ADMIT_PAGE`` rows at a time within it, each page a range of ``ix_jobs_queue``
+    (keyset pages: jobs that start meanwhile leave the queue without shifting them)."""
+    queued = Job.status == JobStatus.QUEUED
+    priority = session.scalar(select(func.max(Job.priority)).where(queued))
+    while priority is not None:
+        yield from _queue_level(session, priority)
+        priority = session.scalar(select(func.max(Job.priority)).where(queued, Job.priority < priority))
+
+
+def _queue_level(session: Session, priority: int) -> Iterator[Row]:
+    level = (
+        select(Job.id, Job.queued_at, Job.sweep_id, Sweep.max_concurrency, Job.cpus_held.label("cpus"),
+               Job.gpus_held.label("gpus"))
+        .outerjoin(Sweep, Sweep.id == Job.sweep_id)
+        .where(Job.status == JobStatus.QUEUED, Job.priority == priority)
+        .order_by(Job.queued_at, Job.id)
+        .limit(ADMIT_PAGE)
+    )
+    page = session.execute(level).all()
+    while page:
+        yield from page
+        if len(page) < ADMIT_PAGE:
+            return
+        last = page[-1]
+        page = session.execute(level.where(tuple_(Job.queued_at, Job.id) > (last.queued_at, last.id))).all()
+
+
+def _fail_never_fitting(session: Session, cluster: ClusterResources) -> None:
+    """Fail the queued jobs whose workers the cluster's alive nodes could never all hold: checked once per
+    distinct shape (CPUs, GPUs, workers) in the queue, so wherever such a job waits, it fails now."""
+    if not cluster.nodes:
+        return
+    shapes = session.execute(
+        select(Job.num_cpus, Job.num_gpus, Job.workers).where(Job.status == JobStatus.QUEUED).distinct()
+    ).all()
+    for shape in shapes:
+        reason = _never_fits(shape, cluster)
+        if reason is None:
+            continue
+        same_shape = select(Job).where(
+            Job.status == JobStatus.QUEUED, Job.num_cpus == shape.num_cpus, Job.num_gpus == shape.num_gpus,
+            Job.workers == shape.workers,
+        )
+        for job in session.scalars(same_shape).all():
+            finish(job, JobStatus.FAILED, error=reason)
+            session.commit()
 
 
 def _free(session: Session, cluster: ClusterResources) -> dict[str, float]:
@@ -85,23 +139,24 @@ def _free(session: Session, cluster: ClusterResources) -> dict[str, float]:
     return {"CPU": cluster.total.get("CPU", 0.0) - cpus, "GPU": cluster.total.get("GPU", 0.0) - gpus}
 
 
-def _never_fits(job: Job, cluster: ClusterResources) -> str | None:
-    """Why the cluster's alive nodes could never hold all of ``job``'s workers at once, or None when they
-    could (or Ray reports no nodes yet). Placement does not change the answer: Ray Train's PACK and
-    SPREAD are preferences, and either places workers wherever they fit."""
+def _never_fits(shape: Job | Row, cluster: ClusterResources) -> str | None:
+    """Why the cluster's alive nodes could never hold all the workers of a job of ``shape`` (its
+    ``workers``, ``num_cpus``, ``num_gpus``) at once, or None when they could (or Ray reports no nodes
+    yet). Placement does not change the answer: Ray Train's PACK and SPREAD are preferences, and either
+    places workers wherever they fit."""
     if not cluster.nodes:
         return None
-    places = worker_places(cluster, job.num_cpus, job.num_gpus)
-    if places >= job.workers:
+    places = worker_places(cluster, shape.num_cpus, shape.num_gpus)
+    if places >= shape.workers:
         return None
-    need = f"{job.num_cpus:g} CPU and {job.num_gpus:g} GPU"
-    if job.workers == 1:
+    need = f"{shape.num_cpus:g} CPU and {shape.num_gpus:g} GPU"
+    if shape.workers == 1:
         return (
             f"can never fit: the job needs {need} on one node, but no Ray node has that much (the most "
             f"any node has: {cluster.largest('CPU'):g} CPU, {cluster.largest('GPU'):g} GPU)"
         )
     return (
-        f"can never fit: the job needs {job.workers} workers x {need}, but the cluster's "
+        f"can never fit: the job needs {shape.workers} workers x {need}, but the cluster's "
         f"{len(cluster.nodes)} Ray node(s) can place at most {places}"
     )
 
@@ -120,19 +175,17 @@ def _node_places(resources: dict[str, float], num_cpus: float, num_gpus: float) 
     return min(limits, default=math.inf)
 
 
-def reconcile(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
+def reconcile(session: Session, ray: RayClient, settings: Settings) -> list[int]:
     """Refresh Ray's cluster totals (admission reads the cached copy), then apply Ray's status of every
     active job's latest attempt (commits per job). Returns the ids of the jobs still starting."""
     ray.cluster_resources(max_age_s=RESOURCES_REFRESH_S)
     jobs = session.scalars(
         select(Job).where(Job.status.in_(ACTIVE)).options(selectinload(Job.attempts)).order_by(Job.id)
     ).all()
-    return _reconcile_jobs(
-        session, jobs, lambda attempt: ray.status(attempt.ray_submission_id), ray, settings, tracker
-    )
+    return _reconcile_jobs(session, jobs, lambda attempt: ray.status(attempt.ray_submission_id), ray, settings)
 
 
-def reconcile_starting(session: Session, ray: RayClient, settings: Settings, tracker: Tracker) -> list[int]:
+def reconcile_starting(session: Session, ray: RayClient, settings: Settings) -> list[int]:
     """The fast pass between full ones, for jobs whose attempt was submitted and has not run yet: Ray
     alone is asked (about the ``STARTING_POLL_BATCH`` longest waiting) until some leave PENDING; only
     those jobs are then reconciled. Returns the ids of the jobs still starting."""
@@ -149,13 +202,13 @@ def reconcile_starting(session: Session, ray: RayClient, settings: Settings, tra
     if moved:
         moved_jobs = select(Job).where(Job.id.in_(moved), Job.status == JobStatus.STARTING)
         jobs = session.scalars(moved_jobs.options(selectinload(Job.attempts))).all()
-        _reconcile_jobs(session, jobs, lambda attempt: states[attempt.job_id], ray, settings, tracker)
+        _reconcile_jobs(session, jobs, lambda attempt: states[attempt.job_id], ray, settings)
     return [job_id for job_id in states if job_id not in moved]
 
 
 def _reconcile_jobs(
     session: Session, jobs: Sequence[Job], state_of: Callable[[Attempt], RayJobState | None], ray: RayClient,
-    settings: Settings, tracker: Tracker,
+    settings: Settings,
 ) -> list[int]:
     """Apply ``state_of`` (Ray's status) of each job's latest attempt, committing per job; returns the
     ids of the jobs still starting."""
@@ -163,7 +216,7 @@ def _reconcile_jobs(
     for job in jobs:
         attempt = job.attempts[-1]
         try:
-            _reconcile_attempt(session, job, attempt, state_of(attempt), ray, settings, tracker)
+            _reconcile_attempt(session, job, attempt, state_of(attempt), ray, settings)
             session.commit()
         except RayBusy as error:  # Ray answered 5xx about this job: the others may still go through
             session.rollback()
@@ -183,77 +236,68 @@ def _reconcile_jobs(
 
 
 def _reconcile_attempt(
-    session: Session, job: Job, attempt: Attempt, state: RayJobState | None, ray: RayClient,
-    settings: Settings, tracker: Tracker,
+    session: Session, job: Job, attempt: Attempt, state: RayJobState | None, ray: RayClient, settings: Settings
 ) -> None:
     progress = session.get(AttemptProgress, attempt.id)
     never_ran = progress is None and attempt.started_at is None
     finished = progress is not None and progress.phase == "done"
     if state is None and never_ran and job.status != JobStatus.CANCELLING:
-        _submit_again(session, job, attempt, ray, settings, tracker)
+        _submit_again(session, job, attempt, ray, settings)
     elif state is not None and state.status in ("PENDING", "RUNNING"):
-        _still_live(session, job, attempt, state, progress, ray, settings, tracker)
+        _still_live(session, job, attempt, state, progress, ray, settings)
     elif state is not None and state.status == "SUCCEEDED" and finished:
         attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
         job.record_summary(json_finite(progress.summary))
-        finish(session, job, JobStatus.SUCCEEDED, tracker)
+        finish(job, JobStatus.SUCCEEDED)
     elif job.status == JobStatus.CANCELLING:
         attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
-        finish(session, job, JobStatus.CANCELLED, tracker)
+        finish(job, JobStatus.CANCELLED)
     else:
         retry = state is None or state.exit_code != EXIT_PERMANENT
-        end_attempt(session, job, attempt, _failure(state, ray, attempt), retry=retry, tracker=tracker)
+        end_attempt(job, attempt, _failure(state, ray, attempt), retry=retry)
 
 
-def _submit_again(
-    session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings, tracker: Tracker
-) -> None:
+def _submit_again(session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings) -> None:
     """An attempt committed but not in Ray (the API died before submitting, or Ray failed transiently):
     submit it once its backoff is over; after ``submit_retry_s`` end it like a failed attempt (retried
     while the job has retries left)."""
     waited = (utcnow() - _aware(attempt.submitted_at)).total_seconds()
     if waited > settings.submit_retry_s:
         ray.forget_submission(attempt.ray_submission_id)
-        end_attempt(session, job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
-                    retry=True, tracker=tracker)
+        end_attempt(job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
+                    retry=True)
     elif ray.submit_due(attempt.ray_submission_id):
-        submit(session, job, attempt, ray, settings, tracker)
+        submit(session, job, attempt, ray, settings)
 
 
 def _still_live(
     session: Session, job: Job, attempt: Attempt, state: RayJobState, progress: AttemptProgress | None,
-    ray: RayClient, settings: Settings, tracker: Tracker,
+    ray: RayClient, settings: Settings,
 ) -> None:
     """A pending or running attempt: re-send a cancel, give up on a long wait or a silent worker, or
-    note that it runs and open its job's MLflow run (again, if the API died or MLflow failed when it
-    started)."""
+    note that it runs (``service.mlflow_sync`` then opens its job's MLflow run)."""
     if job.status == JobStatus.CANCELLING:
         ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
         return
     if state.status == "PENDING":
         if utcnow() - _aware(attempt.submitted_at) > timedelta(seconds=settings.pending_timeout_s):
             ray.stop(attempt.ray_submission_id)
-            end_attempt(session, job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
-                        "s (no node had room for it)", retry=True, tracker=tracker)
+            end_attempt(job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
+                        "s (no node had room for it)", retry=True)
         return
     silent = _silent_for(attempt, progress)
     if silent is not None and silent > settings.heartbeat_timeout_s:
         # Fenced first (the attempt is no longer current once this commits), then stopped in Ray.
-        end_attempt(session, job, attempt, f"no heartbeat for {silent:.0f} s (limit "
-                    f"{settings.heartbeat_timeout_s:g} s): the worker hung or lost its node", retry=True,
-                    tracker=tracker)
+        end_attempt(job, attempt, f"no heartbeat for {silent:.0f} s (limit "
+                    f"{settings.heartbeat_timeout_s:g} s): the worker hung or lost its node", retry=True)
         session.commit()
         ray.stop(attempt.ray_submission_id)
         return
-    started = attempt.status == AttemptStatus.PENDING
-    if started:
+    if attempt.status == AttemptStatus.PENDING:
         attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
     if job.status == JobStatus.STARTING:
         move(job, JobStatus.RUNNING)
         job.started_at = job.started_at or utcnow()
-    if started or job.mlflow_run_id is None:
-        session.commit()
-        open_runs(session, job, tracker)
 
 
 def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | None:
@@ -288,17 +332,20 @@ def _failure(state: RayJobState | None, ray: RayClient, attempt: Attempt, tail: 
 
 def request_cancel(session: Session, ray: RayClient, job: Job, tracker: Tracker | None = None) -> None:
     """Cancel a job: a queued one at once; a starting/running one moves to cancelling and Ray stops it
-    (SIGTERM, then SIGKILL after ``stop_grace_s``); the reconciler then records it cancelled.
+    (SIGTERM, then SIGKILL after ``stop_grace_s``); the reconciler then records it cancelled. ``tracker``
+    is woken once the change is committed (its MLflow sync, when it runs in this process, follows).
 
     Raises ``InvalidTransition`` for a job that already ended. Commits.
     """
-    _retry_stale(session, job, lambda: _cancel(session, ray, job, tracker))
+    _retry_stale(session, job, lambda: _cancel(session, ray, job))
+    if tracker is not None:
+        tracker.wake()
 
 
-def _cancel(session: Session, ray: RayClient, job: Job, tracker: Tracker | None) -> None:
+def _cancel(session: Session, ray: RayClient, job: Job) -> None:
     status = JobStatus(job.status)
     if status == JobStatus.QUEUED:
-        finish(session, job, JobStatus.CANCELLED, tracker)
+        finish(job, JobStatus.CANCELLED)
         session.commit()
         return
     if status != JobStatus.CANCELLING:
@@ -345,7 +392,8 @@ class SchedulerLoop:
     """Runs ``reconcile`` at start and every ``reconcile_interval_s``, ``admit_queued`` every
     ``scheduler_interval_s`` or at once when ``wake`` is called, and ``reconcile_starting`` every
     ``starting_poll_s`` while an attempt is starting; each in a worker thread. Failures are logged
-    and retried next tick.
+    and retried next tick. While it runs, so does the MLflow sync (``service.mlflow_sync``), woken
+    after every step; the loop never waits for it.
     """
 
     def __init__(
@@ -354,6 +402,7 @@ class SchedulerLoop:
     ) -> None:
         self.settings, self.session_factory, self.ray = settings, session_factory, ray
         self.tracker = tracker or Tracker(settings)
+        self.mlflow = MlflowSync(self.tracker, session_factory)
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -362,6 +411,13 @@ class SchedulerLoop:
     async def run(self) -> None:
         """Loop until ``stop()``; returns after the step in progress finishes."""
         self._loop = asyncio.get_running_loop()
+        self.mlflow.start()
+        try:
+            await self._run()
+        finally:
+            self.mlflow.stop()
+
+    async def _run(self) -> None:
         next_reconcile = next_admit = 0.0
         starting: list[int] = []
         while not self._stopping:
@@ -399,8 +455,9 @@ class SchedulerLoop:
         try:
             self.ray.connect()
             with self.session_factory() as session:
-                ids = action(session, self.ray, self.settings, self.tracker)
+                ids = action(session, self.ray, self.settings)
             self._ray_warned = False
+            self.tracker.wake()
             return ids
         except RayUnavailable as error:
             if not self._ray_warned:

@@ -148,12 +148,14 @@ class ControlPlane:
             return job.id
 
     def tick(self) -> None:
-        """One reconcile pass, then one admission pass."""
+        """One reconcile pass, one admission pass, then one MLflow sync pass (the loop's thread does that)."""
+        from service.mlflow_sync import sync_pass
         from service.scheduler import admit_queued, reconcile
 
         with self.factory() as session:
-            reconcile(session, self.ray, self.settings, self.tracker)
-            admit_queued(session, self.ray, self.settings, self.tracker)
+            reconcile(session, self.ray, self.settings)
+            admit_queued(session, self.ray, self.settings)
+        sync_pass(self.factory, self.tracker)
 
     def job(self, job_id: int) -> Any:
         from sqlalchemy.orm import selectinload

@@ -71,16 +71,19 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def flaky_plane(tmp_path: Path) -> Iterator[Callable[..., tuple[ControlPlane, FlakyRay]]]:
+def flaky_plane(
+    tmp_path: Path, mlflow_store: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., tuple[ControlPlane, FlakyRay]]]:
     engines = []
 
     def make(answers: list[int | str], **fields: float) -> tuple[ControlPlane, FlakyRay]:
         settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'mmae.db'}",
-                            mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", **fields)
+                            mlflow_tracking_uri=mlflow_store, mlflow_experiment=request.node.name, **fields)
         engine = make_engine(settings.resolved_database_url)
         engines.append(engine)
         upgrade_to_head(engine)
         ray = FlakyRay(answers)
+        Tracker(settings).reachable()  # the session's MLflow store and this test's experiment exist
         return ControlPlane(settings, make_session_factory(engine), client_of(ray), Tracker(settings)), ray
 
     yield make
@@ -112,12 +115,16 @@ def test_backoff_doubles_and_a_success_clears_it() -> None:
     assert client.submit_due("mmae-attempt-1-x")
 
 
-def test_transient_submit_failures_are_retried_until_the_job_runs(flaky_plane) -> None:
+def test_transient_submit_failures_are_retried_until_the_job_runs(
+    flaky_plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plane, ray = flaky_plane([503, 429, 502])
     job_id = plane.add_job()
     plane.tick()  # admitted; Ray answers 503: the attempt stays pending, the pass goes on
     assert plane.job(job_id).status == JobStatus.STARTING and ray.posts == 1
-    plane.tick()
+    with monkeypatch.context() as backing_off:
+        backing_off.setattr(plane.ray, "submit_due", lambda submission_id: False)
+        plane.tick()
     assert ray.posts == 1, "no new try before the backoff is over"
     job = plane.wait_for(job_id, lambda job: job.status == JobStatus.RUNNING, timeout_s=10)
     assert ray.posts == 4 and len(job.attempts) == 1 and job.attempts[0].status == AttemptStatus.RUNNING

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.ray
 
 def admit(plane: ControlPlane) -> list[int]:
     with plane.factory() as session:
-        return admit_queued(session, plane.ray, plane.settings, plane.tracker)
+        return admit_queued(session, plane.ray, plane.settings)
 
 
 def cancel(plane: ControlPlane, job_id: int) -> None:
@@ -163,7 +163,7 @@ def test_an_attempt_pending_past_the_timeout_is_stopped_and_retried(plane: Contr
         submission_id = attempt.ray_submission_id
     assert plane.ray.status(submission_id).status == "PENDING"
     with plane.factory() as session:
-        reconcile(session, plane.ray, plane.settings, plane.tracker)
+        reconcile(session, plane.ray, plane.settings)
     job = plane.job(job_id)
     assert job.status == JobStatus.QUEUED and job.retries_used == 1
     assert "pending in Ray for more than 900 s" in job.attempts[0].error
@@ -181,7 +181,7 @@ def test_an_attempt_ray_forgot_is_retried_or_ends_the_cancel(
                             status="running", started_at=datetime.now(UTC)))
         job.status = status
         session.commit()
-        reconcile(session, plane.ray, plane.settings, plane.tracker)
+        reconcile(session, plane.ray, plane.settings)
     job = plane.job(job_id)
     assert job.status == outcome and job.attempts[0].status in ("failed", "stopped")
     if outcome == JobStatus.QUEUED:
@@ -248,7 +248,7 @@ def test_a_finished_summary_with_nan_is_recorded_with_nulls(plane: ControlPlane)
         assert time.monotonic() < deadline
         time.sleep(0.2)
     with plane.factory() as session:
-        reconcile(session, plane.ray, plane.settings, plane.tracker)
+        reconcile(session, plane.ray, plane.settings)
     job = plane.job(job_id)
     assert job.status == JobStatus.SUCCEEDED
     assert job.summary == {"train/loss": None, "eval/linear_top1": 0.5}
