@@ -1,7 +1,8 @@
 """Offline evaluation of a pretrained objective on the dataset's held-out test split.
 
 Three protocols, each reporting top-1 and top-5 accuracy:
-- linear probe on frozen, unmasked features (``mmae.probe.linear_probe``);
+- linear probe on the frozen encoder: ``eval.protocol`` "quick" on precomputed unmasked features
+  (``mmae.probe.linear_probe``), or "paper", MAE's recipe with augmentation (``mmae.paper_probe``);
 - weighted kNN on cosine similarity (Wu et al., 2018): neighbour i votes exp(s_i / T) for its class;
 - fine-tuning the encoder with a fresh linear head (only when ``eval.finetune_epochs > 0``).
 """
@@ -20,6 +21,7 @@ from mmae.checkpoint import load_checkpoint
 from mmae.config import TrainConfig
 from mmae.data import DatasetBundle, build_datasets, eval_batches, train_batches
 from mmae.objectives import Objective, build_objective
+from mmae.paper_probe import paper_linear_probe
 from mmae.probe import linear_probe
 from mmae.runtime import autocast, resolve_device, resolve_precision
 
@@ -105,9 +107,11 @@ def evaluate(
     train = extract_features(objective, bundle.train, batch_size, device, precision)
     test = extract_features(objective, bundle.test, batch_size, device, precision)
     results = {}
-    results["eval/linear_top1"], results["eval/linear_top5"] = linear_probe(
-        train, test, bundle.num_classes, cfg.linear_epochs, cfg.linear_lr, config.seed
-    )
+    if cfg.protocol == "paper":
+        linear = paper_linear_probe(objective, bundle, cfg, config.seed, device, precision)
+    else:
+        linear = linear_probe(train, test, bundle.num_classes, cfg.linear_epochs, cfg.linear_lr, config.seed)
+    results["eval/linear_top1"], results["eval/linear_top5"] = linear
     results["eval/knn_top1"], results["eval/knn_top5"] = knn_classify(
         train, test, bundle.num_classes, cfg.knn_k, cfg.knn_temperature
     )
