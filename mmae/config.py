@@ -95,7 +95,7 @@ class OptimConfig(StrictModel):
 class MonitorConfig(StrictModel):
     every: int = Field(default=10, ge=1, le=10_000_000)  # steps between information snapshots; steps' cap
     online_probe: bool = True  # linear classifier on detached features, trained alongside
-    online_probe_lr: float = Field(default=1e-3, gt=0.0)
+    online_probe_lr: float = Field(default=1e-2, gt=0.0)  # AdamW; it takes one step per monitor step
 
 
 class EvalConfig(StrictModel):
@@ -107,6 +107,13 @@ class EvalConfig(StrictModel):
     knn_temperature: float = Field(default=0.07, gt=0.0)
     finetune_epochs: int = Field(default=0, ge=0, le=1000)  # 0 skips fine-tuning; MAE fine-tunes 50-100
     finetune_lr: float = Field(default=1e-3, gt=0.0)
+    # linear probe protocol: "quick" = AdamW on precomputed features (linear_epochs, linear_lr); "paper" =
+    # MAE's (mmae.paper_probe: LARS, BatchNorm head, crop + flip augmentation, warmup then cosine), for GPU runs
+    protocol: Literal["quick", "paper"] = "quick"
+    paper_epochs: int = Field(default=90, ge=1, le=1000)  # MAE: 90
+    paper_warmup_epochs: int = Field(default=10, ge=0, le=1000)  # MAE: 10
+    paper_base_lr: float = Field(default=0.1, gt=0.0, le=100.0)  # MAE: 0.1; lr = base * batch / 256
+    paper_batch_size: int = Field(default=16_384, ge=2, le=65_536)  # MAE: 16384; capped at the train split
 
 
 class TrainConfig(StrictModel):

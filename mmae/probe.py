@@ -1,11 +1,14 @@
 """Linear probes: the online probe trained alongside pretraining, and the offline probe on frozen features.
 
 Both put a parameter-free standardisation in front of a linear layer, as MAE's linear probing does
-(He et al., 2022: BatchNorm without affine before the classifier). The online probe sees the
-features of the training forward pass (masked input for the MAE family), detached, so it never
-changes the encoder; its accuracy is the running training accuracy between two reads. Under data
-parallelism every rank updates it with the same gathered global batch, so its BatchNorm sees all B
-rows and its state stays identical on every rank.
+(He et al., 2022: BatchNorm without affine before the classifier). The online probe learns, on the
+steps the information monitor runs, from ``frozen_features`` of that step's batch: the encoder's
+features of the clean, unmasked and un-augmented images, as the offline probe sees them, computed
+without gradient, so it never changes the encoder. (On the masked pass's features, 4 of 16 patches of
+an 8x8 digit, it could not pass ~27% at any learning rate, against 83% offline.) Its accuracy is that
+of its pre-update logits on the batches since the previous read. Under data parallelism every rank
+updates it with the same gathered global batch, so its BatchNorm sees all B rows and its state stays
+identical on every rank.
 """
 
 from __future__ import annotations
@@ -18,6 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmae.accuracy import count_correct, topk_accuracy
+from mmae.objectives import Objective
+from mmae.runtime import autocast
+
+
+@torch.no_grad()
+def frozen_features(objective: Objective, images: Tensor, device: torch.device, precision: str) -> Tensor:
+    """``objective.encode(images)``: [b, F] float32 features of whole (unmasked) images [b, C, H, W], in eval mode
+    (BatchNorm on its running statistics, none updated) and without gradient; the mode is restored."""
+    was_training = objective.training
+    objective.eval()
+    with autocast(device, precision):
+        features = objective.encode(images).float()
+    objective.train(was_training)
+    return features
 
 
 class OnlineProbe(nn.Module):

@@ -54,7 +54,7 @@ from mmae.models import local_statistics, to_global_batchnorm
 from mmae.monitor import InformationMonitor
 from mmae.objectives import Objective, StepOutput, build_objective
 from mmae.optim import build_optimizer, build_scheduler
-from mmae.probe import OnlineProbe
+from mmae.probe import OnlineProbe, frozen_features
 from mmae.runtime import autocast, resolve_device, resolve_precision
 
 # Run tag saying what the regulariser's weight multiplies: the term of the whole global batch, whose
@@ -318,8 +318,8 @@ def train_step(
     """One optimizer step on this rank's images [b, C, H, W] (loss under autocast), then EMA and probe.
 
     Masks and views come from ``StepRandom(config.seed, step)`` for the global batch; under DDP the
-    backward averages gradients over ranks, so every rank applies the same update. The online probe
-    learns from the global batch's features and labels [B] on every rank.
+    backward averages gradients over ranks, so every rank applies the same update. On monitor steps the
+    online probe learns from the global batch's unmasked, un-augmented features and labels [B] on every rank.
     """
     random_draws = StepRandom(config.seed, step, parts.shard, device)
     with autocast(device, precision):
@@ -331,8 +331,9 @@ def train_step(
     parts.optimizer.step()
     parts.scheduler.step()
     parts.objective.after_step(step + 1)
-    if parts.probe:
-        parts.probe.update(out.features, gather_rows(labels))
+    if parts.probe and (step + 1) % config.monitor.every == 0:
+        features = frozen_features(parts.objective, images, device, precision)
+        parts.probe.update(gather_rows(features), gather_rows(labels))
     return out
 
 
