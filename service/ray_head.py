@@ -6,6 +6,15 @@ Every port but the dashboard's is picked free at start, and its temp dir is
 ``$TMPDIR/ray-mmae-<dashboard port>``, so several heads (a test session, a dev server) coexist.
 Token auth is on: the head and every client use the token from ``RAY_AUTH_TOKEN``,
 ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (Ray's order); one is generated when none exists.
+
+What listens where: the dashboard (the Jobs API, where a job is any command) binds 127.0.0.1 only.
+Ray 2.60 cannot keep the rest on loopback: its gRPC servers (GCS, raylet node and object managers,
+every worker process) bind all interfaces whatever the flags, and ``--node-ip-address=127.0.0.1`` is
+replaced by the machine's routable address (``ray._private.services.resolve_ip_for_localhost``), on
+which the dashboard agent, the runtime-env agent and the Ray client server then listen. Those ports
+refuse requests without the cluster's token; on a shared or exposed machine, firewall them (or run
+the API in a network namespace of its own). ``tests/service/test_ray_head_ports.py`` checks that the
+dashboard is loopback-only and that only those processes listen beyond loopback.
 """
 
 from __future__ import annotations
@@ -123,7 +132,7 @@ def start_head(
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
         f"--port={gcs_port}", f"--ray-client-server-port={_free_port()}",
         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-host={parts.hostname}",
-        "--node-ip-address=127.0.0.1",  # a local head keeps all of Ray's traffic on loopback
+        "--node-ip-address=127.0.0.1",  # Ray advertises the routable address anyway: see the module docstring
         f"--dashboard-port={parts.port}", "--include-dashboard=true", f"--temp-dir={folder}",
     ]
     command += [f"--num-cpus={num_cpus if num_cpus is not None else local_cpus():g}"]
