@@ -4,8 +4,9 @@ Both put a parameter-free standardisation in front of a linear layer, as MAE's l
 (He et al., 2022: BatchNorm without affine before the classifier). The online probe learns, on the
 steps the information monitor runs, from ``frozen_features`` of that step's batch: the encoder's
 features of the clean, unmasked and un-augmented images, as the offline probe sees them, computed
-without gradient, so it never changes the encoder. (On the masked pass's features, 4 of 16 patches of
-an 8x8 digit, it could not pass ~27% at any learning rate, against 83% offline.) Its accuracy is that
+without gradient, so it never changes the encoder. (On a frozen 100-step MAE encoder on digits, 200
+updates on the masked pass's features, 4 of 16 patches of a digit, reached 22-27% at learning rates
+1e-3 to 3e-2; on whole images 77% at 1e-3 and 88% at 1e-2; the offline probe read 83%.) Its accuracy is that
 of its pre-update logits on the batches since the previous read. Under data parallelism every rank
 updates it with the same gathered global batch, so its BatchNorm sees all B rows and its state stays
 identical on every rank.
