@@ -38,14 +38,12 @@ LABELS = {
     "eval/knn_top1": "kNN top-1 (%)",
     "info/erank": "final erank",
     "info/mi_corr_a1": "final MI",
-    "info/joint_entropy_corr_a1": "matrix joint entropy (α = 1, correlation; Fig 2, 3a)",
-    "info/js_corr": "matrix JS divergence between branches (Fig 5a)",
 }
 CURVE_TITLES = {
     "info/mi_corr_a1": "Matrix mutual information (α = 1, correlation; Fig 1, 3b)",
-    "info/joint_entropy_corr_a1": LABELS["info/joint_entropy_corr_a1"],
+    "info/joint_entropy_corr_a1": "Matrix joint entropy (α = 1, correlation; Fig 2, 3a)",
     "info/erank": "Effective rank, Def. 5.1 (Fig 4)",
-    "info/js_corr": LABELS["info/js_corr"],
+    "info/js_corr": "Matrix JS divergence between branches (Fig 5a)",
 }
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 WIDTH, HEIGHT, PAD = 640, 240, 48
@@ -94,6 +92,7 @@ class PaperColumn:
     header: str
     label: str
     values: dict[tuple[Any, ...], float]
+    digits: int  # as the paper prints them: Table 2 with two decimals, Table 3 with one
 
 
 def render(report: SweepReport) -> str:
@@ -207,12 +206,13 @@ def _result_row(
         f'<td class="num">{format_stat(metric, mean_std([cell.finals.get(metric) for cell in cells]), len(cells))}</td>'
         for metric in metrics
     )
-    paper_values = "".join(f'<td class="num paper">{_paper_value(column.values.get(key))}</td>' for column in columns)
+    paper_values = "".join(f'<td class="num paper">{_paper_value(column, key)}</td>' for column in columns)
     return f'<tr>{keys}<td class="num">{count}</td>{ours}{paper_values}</tr>'
 
 
-def _paper_value(value: float | None) -> str:
-    return "—" if value is None else f"{value:g}"
+def _paper_value(column: PaperColumn, key: tuple[Any, ...]) -> str:
+    value = column.values.get(key)
+    return "—" if value is None else f"{value:.{column.digits}f}"
 
 
 def _value(value: Any) -> str:
@@ -230,13 +230,14 @@ def paper_columns(report: SweepReport) -> list[PaperColumn]:
     keys = list(groups(report))
     if names == ["loss.mu"] and _methods(report) == {"mmae"} and _conventions(report) == {"official"}:
         values = {key: paper.TABLE2_MU_LINEAR_TOP1[key[0]] for key in keys if key[0] in paper.TABLE2_MU_LINEAR_TOP1}
-        return [PaperColumn("paper linear top-1 (%)", paper.TABLE2.label, values)] if values else []
+        return [PaperColumn("paper linear top-1 (%)", paper.TABLE2.label, values, 2)] if values else []
     if names == ["method"] and _methods(report) <= set(paper.TABLE3_CIFAR100):
         return [
             PaperColumn(
                 f"paper {metric.replace('_', ' ')} (%)",
                 paper.TABLE3.label,
                 {key: paper.TABLE3_CIFAR100[key[0]][metric] for key in keys},
+                1,
             )
             for metric in ("linear_top1", "linear_top5")
         ]
@@ -341,8 +342,8 @@ class _Scale:
         ticks = [
             (left, bottom + 16, "middle", f"{self.x0:g}"),
             (right, bottom + 16, "middle", f"{self.x1:g}"),
-            (left - 4, bottom, "end", f"{self.y0:.4g}"),
-            (left - 4, top + 4, "end", f"{self.y1:.4g}"),
+            (left - 4, bottom, "end", f"{self.y0:.3g}"),
+            (left - 4, top + 4, "end", f"{self.y1:.3g}"),
             ((left + right) / 2, HEIGHT - 8, "middle", "step"),
         ]
         text = "".join(

@@ -45,7 +45,7 @@ def test_report_view_of_a_real_sweep(desktop: Any, live_service: Service, screen
     rows = report.locator("table.results tbody tr")
     assert rows.count() == 2, "one row per mu, seeds averaged"
     mu1 = rows.nth(0).inner_text()
-    assert "2/2 succeeded" in mu1 and "±" in mu1 and "62.4" in mu1, mu1  # Table 2's ViT-B value beside ours
+    assert "2/2 succeeded" in mu1 and "±" in mu1 and "62.40" in mu1, mu1  # Table 2's ViT-B value beside ours
     assert "50.46" in rows.nth(1).inner_text()
     assert report.locator("text=paper (Table 2): ViT-B, ImageNet-1K, 200 ep, batch 1024").count() == 1
     assert report.locator('figure[data-metric="info/erank"] polyline').count() == len(cells)
