@@ -26,7 +26,9 @@ from service.settings import Settings
 from tests.e2e.conftest import TERMINAL, TINY, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-PROMPT_S = 10.0  # what the scheduler may add to a job's own time (a few reconcile intervals, a loaded CI box)
+# What the control plane may add to a job's own time: reconcile intervals, and Ray starting and reaping
+# the worker on a loaded 2-core CI box (12 s seen). Without the fix one inline MLflow call took 247 s.
+PROMPT_S = 30.0
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_a_job_runs_on_time_while_mlflow_hangs_and_is_back_filled_when_it_return
     assert time.monotonic() - leaving < PROMPT_S, "shutdown waited for MLflow"
     assert job["status"] == "succeeded", job["error"]
     assert job["mlflow_run_id"] is None, "MLflow never answered"
-    assert seconds(job["created_at"], job["started_at"]) < PROMPT_S, "admission waited for MLflow"
+    assert seconds(job["created_at"], job["attempts"][0]["submitted_at"]) < PROMPT_S, "admission waited for MLflow"
     engine = make_engine(e2e_settings.resolved_database_url)
     with engine.connect() as connection:
         last_beat = connection.scalar(select(AttemptProgress.heartbeat_at).where(AttemptProgress.job_id == job_id))
