@@ -35,6 +35,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/train_step.py
 	$(PY) bench/control_plane.py
+	$(PY) bench/overhead.py
+
+# The paper's claims at digits scale (21 CPU runs of 200 steps; not in `make test`): a table and a verdict per claim.
+reproduce: $(STAMP)
+	$(PY) bench/reproduce.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-output
