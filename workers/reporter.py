@@ -212,6 +212,7 @@ class Reporter(Callback):
         self._mlflow_retry_at = -math.inf
         self._final = False
         self._dropped: set[str] = set()  # the training thread's
+        self._mlflow.ask()  # look for the job's run (importing MLflow) while fit builds the data and model
 
     def on_train_start(self, info: RunInfo) -> None:
         with self._sql.cond:
