@@ -1,0 +1,174 @@
+"""What the service costs a training run: the same config through ``mmae train`` and through the embedded
+service (``mmae serve`` on SQLite with a local Ray head, fresh data dir, default resources), interleaved.
+
+Prints, over ``--rounds`` rounds (a round: one standalone run, then one service job):
+- wall time, service / standalone: submit until ``succeeded`` vs ``mmae train`` start to exit
+  (target <= 1.05);
+- median step time, service / standalone: the median of ``train/step_time_s`` (seconds per step over each
+  logging window) of each run (target <= 1.02);
+- submit -> first step: when step 1 ran, estimated from the first metric batch the worker wrote (its
+  write time, less its last step's count of median steps);
+- last step -> succeeded: from the write of the batch holding the last training step (evaluation
+  included) until the API reports ``succeeded``;
+and a 4-cell sweep (``loss.mu`` over 4 values, default resources and concurrency) against the same 4
+configs back to back with ``mmae train`` (target <= 1.05).
+
+Run: ``python bench/overhead.py [--rounds 3] [--steps 300] [--config examples/digits_mmae.yaml]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from control_plane import api_process, wait_for
+from sqlalchemy import create_engine, select
+
+from service import ray_head
+from service.settings import Settings
+from workers.tables import metric_points
+
+ROOT = Path(__file__).resolve().parents[1]
+MMAE = str(Path(sys.executable).with_name("mmae"))
+STEP_TIME = "train/step_time_s"
+SWEEP_MUS = [1.0, 2.0, 3.0, 4.0]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# the scheduler's and reconciler's shipped intervals: the reconciler notices a finished job within its interval
+SHIPPED_INTERVALS = tuple(
+    Settings.model_fields[name].default for name in ("scheduler_interval_s", "reconcile_interval_s")
+)
+
+
+def standalone(config_file: Path, scratch: Path, overrides: list[str]) -> tuple[float, float]:
+    """``mmae train`` in a fresh run dir: (wall seconds, median step time)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
+    command = [MMAE, "train", str(config_file), "--run-dir", str(run_dir)]
+    command += [f"--set={override}" for override in overrides]
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    step_times = [row["metrics"][STEP_TIME] for row in map(json.loads, lines) if STEP_TIME in row.get("metrics", {})]
+    return wall, statistics.median(step_times)
+
+
+def wait_succeeded(client: httpx.Client, path: str, done: Any, timeout_s: float = 3600) -> float:
+    """Poll ``path`` every 50 ms until ``done(body)``; returns the wall-clock time it first was."""
+    answer: dict[str, Any] = {}
+
+    def finished() -> bool:
+        answer.update(client.get(path).json())
+        return done(answer)
+
+    wait_for(finished, timeout_s, f"{path} did not finish", poll_s=0.05)
+    return time.time()
+
+
+def batches(database_url: str, job_id: int) -> list[tuple[datetime, int, int]]:
+    """The worker's metric writes for a job, oldest first: (write time, last train step, points)."""
+    query = select(metric_points.c.logged_at, metric_points.c.name, metric_points.c.step).where(
+        metric_points.c.job_id == job_id
+    )
+    writes: dict[datetime, list[int]] = {}
+    with create_engine(database_url).connect() as connection:
+        for logged_at, name, step in connection.execute(query):
+            writes.setdefault(logged_at, []).append(step if name.startswith("train/") else -1)
+    return [(at, max(steps), len(steps)) for at, steps in sorted(writes.items())]
+
+
+def job_figures(database_url: str, job_id: int, submitted: float, succeeded: float) -> dict[str, float]:
+    """Wall, median step time, submit -> first step and last step -> succeeded of one service job."""
+    with create_engine(database_url).connect() as connection:
+        step_times = connection.execute(
+            select(metric_points.c.value).where(metric_points.c.job_id == job_id, metric_points.c.name == STEP_TIME)
+        ).scalars().all()
+    median = statistics.median(step_times)
+    writes = [write for write in batches(database_url, job_id) if write[1] > 0]
+    first_at, first_step, _ = writes[0]
+    last_at = min(at for at, step, _ in writes if step == max(step for _, step, _ in writes))
+    first_step_at = first_at.timestamp() - (first_step - 1) * median
+    return {"wall": succeeded - submitted, "step": median, "to_first_step": first_step_at - submitted,
+            "to_succeeded": succeeded - last_at.timestamp()}
+
+
+def service_job(client: httpx.Client, database_url: str, config: dict[str, Any]) -> dict[str, float]:
+    submitted = time.time()
+    job = client.post("/api/jobs", json={"config": config}).raise_for_status().json()
+    succeeded = wait_succeeded(client, f"/api/jobs/{job['id']}", lambda body: body["status"] in TERMINAL)
+    status = client.get(f"/api/jobs/{job['id']}").json()
+    assert status["status"] == "succeeded", status.get("error")
+    return job_figures(database_url, job["id"], submitted, succeeded) | {"num_cpus": job["resources"]["num_cpus"]}
+
+
+def service_sweep(client: httpx.Client, config: dict[str, Any]) -> float:
+    """Wall seconds of a 4-cell ``loss.mu`` sweep with default resources and concurrency."""
+    body = {"name": f"overhead-{time.time_ns()}", "base_config": config,
+            "parameters": {"loss.mu": {"values": SWEEP_MUS}}}
+    submitted = time.time()
+    sweep = client.post("/api/sweeps", json=body).raise_for_status().json()
+    path = f"/api/sweeps/{sweep['id']}"
+    done = wait_succeeded(client, path, lambda body: sum(body["counts"].get(s, 0) for s in TERMINAL) == body["total"])
+    counts = client.get(path).json()["counts"]
+    assert counts.get("succeeded") == len(SWEEP_MUS), counts
+    return done - submitted
+
+
+def ratio_line(label: str, service: list[float], alone: list[float], target: float, unit: str = "s") -> str:
+    ours, theirs = statistics.median(service), statistics.median(alone)
+    return (f"{label:<18} service {ours:8.3f} {unit}   mmae train {theirs:8.3f} {unit}   "
+            f"ratio {ours / theirs:.3f}  (target <= {target})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "digits_mmae.yaml")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-sweep", action="store_true")
+    args = parser.parse_args()
+    config = yaml.safe_load(args.config.read_text()) | {"steps": args.steps}
+    config["checkpoint_every"] = min(config.get("checkpoint_every", args.steps), args.steps)
+    overrides = [f"steps={args.steps}", f"checkpoint_every={config['checkpoint_every']}"]
+    alone: list[tuple[float, float]] = []
+    jobs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="mmae-overhead-") as folder:
+        scratch = Path(folder)
+        data_dir = scratch / "data"
+        database_url = f"sqlite:///{data_dir / 'mmae.db'}"
+        cpus = ray_head.local_cpus()
+        with (
+            ray_head.temporary_head(scratch / "ray_auth_token", num_cpus=cpus, num_gpus=0) as ray_address,
+            api_process(database_url, ray_address, data_dir, SHIPPED_INTERVALS) as (client, _),
+        ):
+            for _ in range(args.rounds):
+                alone.append(standalone(args.config, scratch, overrides))
+                jobs.append(service_job(client, database_url, config))
+            if not args.no_sweep:
+                sweep = service_sweep(client, config)
+                back_to_back = sum(
+                    standalone(args.config, scratch, [*overrides, f"loss.mu={mu}"])[0] for mu in SWEEP_MUS
+                )
+    print(f"{args.config.name}, {args.steps} steps, {args.rounds} rounds, {cpus} CPUs "
+          f"(service jobs got num_cpus={jobs[0]['num_cpus']:g})")
+    print(ratio_line("wall time", [job["wall"] for job in jobs], [wall for wall, _ in alone], 1.05))
+    print(ratio_line("median step", [job["step"] for job in jobs], [step for _, step in alone], 1.02))
+    print(f"submit -> step 1   {statistics.median(job['to_first_step'] for job in jobs):8.3f} s (median)")
+    print(f"last step -> done  {statistics.median(job['to_succeeded'] for job in jobs):8.3f} s (median, "
+          "evaluation included)")
+    if not args.no_sweep:
+        print(f"4-cell sweep       service {sweep:8.3f} s   back to back {back_to_back:8.3f} s   "
+              f"ratio {sweep / back_to_back:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
