@@ -52,8 +52,10 @@ def test_digits_mmae_job_over_rest_succeeds_with_metrics_in_sql_and_mlflow(
     assert len(loss_steps) == 30 and len(set(loss_steps)) == 30
 
     mlflow = MlflowClient(e2e_settings.resolved_mlflow_uri)
+    closed = wait_until(lambda: mlflow.get_run(job["mlflow_run_id"]).to_dictionary()["info"],
+                        lambda info: info["status"] != "RUNNING", 30)  # the MLflow thread's next pass
+    assert closed["status"] == "FINISHED"
     run = mlflow.get_run(job["mlflow_run_id"])
-    assert run.info.status == "FINISHED"
     assert run.data.params["loss.mu"] == "1.0" and run.data.tags["config_hash"] == job["config_hash"]
     history = mlflow.get_metric_history(job["mlflow_run_id"], "train/loss")
     assert sorted(point.step for point in history) == sorted(loss_steps)
@@ -82,7 +84,9 @@ def test_three_cell_mu_sweep_makes_three_mlflow_children_under_one_parent(
     children = mlflow.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) == 3
     assert sorted(float(run.data.params["loss.mu"]) for run in children) == [0.5, 1.0, 3.0]
-    assert mlflow.get_run(parent).info.status == "FINISHED"
+    closed = wait_until(lambda: mlflow.get_run(parent).to_dictionary()["info"],
+                        lambda info: info["status"] != "RUNNING", 30)  # the MLflow thread's next pass
+    assert closed["status"] == "FINISHED"
     assert api.post("/api/sweeps", json=body).json()["id"] == sweep["id"], "resubmission is idempotent"
 
 

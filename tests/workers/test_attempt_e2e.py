@@ -106,8 +106,11 @@ def test_a_job_runs_through_ray_and_reports_to_sql_and_mlflow(plane: ControlPlan
     events = asyncio.new_event_loop()
     thread = threading.Thread(target=events.run_until_complete, args=(scheduler.run(),))
     thread.start()
+    client = MlflowClient(plane.settings.resolved_mlflow_uri)
     try:
         job = wait_until(lambda: (j := plane.job(job_id)).status in ("succeeded", "failed") and j, 240)
+        # the loop's MLflow thread closes the run within a pass of the job's end
+        wait_until(lambda: client.get_run(job.mlflow_run_id).info.status != "RUNNING", 30)
     finally:
         events.call_soon_threadsafe(scheduler.stop)
         thread.join()
@@ -120,7 +123,6 @@ def test_a_job_runs_through_ray_and_reports_to_sql_and_mlflow(plane: ControlPlan
     done = progress(plane, job.attempts[0].id)
     assert (done.phase, done.step, done.total_steps, done.last_checkpoint_step) == ("done", 20, 20, 20)
 
-    client = MlflowClient(plane.settings.resolved_mlflow_uri)
     run = client.get_run(job.mlflow_run_id)
     assert run.info.status == "FINISHED"
     expected = {key: str(value) for key, value in flatten_config(TrainConfig.model_validate(TINY)).items()}
