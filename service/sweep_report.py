@@ -27,10 +27,9 @@ MAX_CURVE_CELLS = 40  # cells whose curves a figure draws; the table always has 
 REPORT_ARTIFACT = "report.html"
 
 
-def load_report(session: Session, sweep_id: int) -> tuple[str, str | None]:
-    """The report page of sweep ``sweep_id`` (``NotFound`` when there is none) and its MLflow parent run id."""
-    sweep = get_sweep(session, sweep_id)
-    return render(gather(session, sweep)), sweep.mlflow_parent_run_id
+def load_report(session: Session, sweep_id: int) -> str:
+    """The report page of sweep ``sweep_id`` (``NotFound`` when there is none)."""
+    return render(gather(session, get_sweep(session, sweep_id)))
 
 
 def gather(session: Session, sweep: Sweep) -> SweepReport:

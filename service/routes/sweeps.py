@@ -6,7 +6,6 @@ from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
-from starlette.concurrency import run_in_threadpool
 
 from service import allocation, scheduler
 from service.deps import (
@@ -15,7 +14,6 @@ from service.deps import (
     ReadsDep,
     SessionDep,
     SettingsDep,
-    TrackerDep,
     WakeSchedulerDep,
     ensure_may_change,
     require_token,
@@ -29,7 +27,7 @@ from service.series import latest_values
 from service.states import InvalidTransition, JobStatus
 from service.strict_json import StrictJsonRoute
 from service.submit import create_sweep
-from service.sweep_report import load_report, store_report
+from service.sweep_report import load_report
 from service.sweeps import SweepSpecError, expand
 from service.views import LIVE_METRICS, sweep_out, sweep_table
 
@@ -94,11 +92,10 @@ def table(sweep_id: SweepId, session: SessionDep) -> SweepTable:
 
 
 @router.get("/{sweep_id}/report", response_class=HTMLResponse)
-async def report(sweep_id: SweepId, reads: ReadsDep, tracker: TrackerDep) -> HTMLResponse:
-    """The sweep's reproduction report: one self-contained HTML page (``service.report``), also stored as
-    ``report.html`` on the sweep's MLflow parent run when it has one (an MLflow failure is only logged)."""
-    html, run_id = await reads.run(load_report, sweep_id)
-    await run_in_threadpool(store_report, tracker, run_id, html)
+async def report(sweep_id: SweepId, reads: ReadsDep) -> HTMLResponse:
+    """The sweep's reproduction report: one self-contained HTML page (``service.report``). Reading it writes
+    nothing; the scheduler's MLflow thread stores it on the parent run when the sweep ends."""
+    html = await reads.run(load_report, sweep_id)
     headers = {"Content-Security-Policy": REPORT_POLICY, "X-Content-Type-Options": "nosniff"}
     return HTMLResponse(html, headers=headers)
 
