@@ -37,21 +37,27 @@ Row = TypeVar("Row", Job, Sweep)
 
 
 def create_job(
-    session: Session, request: JobCreate, idempotency_key: str | None, data_roots: DataRoots, caller: Principal
+    session: Session,
+    request: JobCreate,
+    allocation: Resources,
+    idempotency_key: str | None,
+    data_roots: DataRoots,
+    caller: Principal,
 ) -> tuple[Job, bool]:
     """Insert a queued job owned by ``caller.owner``; returns ``(job, created)`` (``created`` is False for a
     replayed key; 409 when ``caller`` used the key for a different request).
 
+    ``allocation``: ``request.resources`` with ``num_cpus: "auto"`` resolved (``service.allocation``); the
+    key compares the request as sent, so a replay matches after the cluster changed size.
     ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
-    _check_batch_split(request.config, request.resources)
+    _check_batch_split(request.config, allocation)
     _check_data_root(request.config, data_roots, ("body", "config", "data", "root"))
     key = IdempotencyScope(caller.token_id, idempotency_key, request_digest(request))
     existing = key.replay(session, Job)
     if existing is not None:
         return existing, False
     job = _new_job(
-        request.config, request.name, request.priority, request.max_retries, request.resources, request.tags,
-        caller.owner,
+        request.config, request.name, request.priority, request.max_retries, allocation, request.tags, caller.owner,
     )
     key.stamp(job)
     session.add(job)
@@ -62,6 +68,7 @@ def create_sweep(
     session: Session,
     request: SweepCreate,
     cells: list[Cell],
+    allocation: Resources,
     idempotency_key: str | None,
     data_roots: DataRoots,
     caller: Principal,
@@ -69,9 +76,10 @@ def create_sweep(
     """Insert a sweep and one queued job per cell, all owned by ``caller.owner``; returns ``(sweep, created)``
     (409 when ``caller`` used ``idempotency_key`` for a different request).
 
+    ``allocation``: each cell's resources, ``request.resources`` with ``auto`` resolved (as ``create_job``).
     ``data_roots``: ``Settings.data_roots`` (none: only the bundled datasets)."""
     for cell in cells:
-        _check_batch_split(cell.config, request.resources, cell.params)
+        _check_batch_split(cell.config, allocation, cell.params)
         swept = "data.root" in cell.params
         loc = ("body", "parameters", "data.root") if swept else ("body", "base_config", "data", "root")
         _check_data_root(cell.config, data_roots, loc)
@@ -96,7 +104,7 @@ def create_sweep(
             _cell_name(request.name, cell.params),
             request.priority,
             request.max_retries,
-            request.resources,
+            allocation,
             request.tags,
             caller.owner,
             cell.params,

@@ -68,8 +68,8 @@ def create(
 ) -> JobOut:
     """Queue a job owned by the caller's owner; replaying an ``Idempotency-Key`` with the same request returns
     the job it created (200), with a different request a 409 (keys are per token)."""
-    body = body.model_copy(update={"resources": allocation.resolved(body.resources, ray)})
-    job, created = create_job(session, body, idempotency_key, settings.data_roots, caller)
+    resources = allocation.resolved(body.resources, ray)
+    job, created = create_job(session, body, resources, idempotency_key, settings.data_roots, caller)
     if created:
         wake()
     else:

@@ -52,12 +52,14 @@ def create(
     idempotency_key: IdempotencyKey = None,
 ) -> SweepOut:
     """Queue one job per distinct cell; the same name with the same cells returns the existing sweep (200)."""
-    body = body.model_copy(update={"resources": allocation.resolved(body.resources, ray)})
+    resources = allocation.resolved(body.resources, ray)
     try:
         cells = expand(body, settings.max_sweep_cells)
     except SweepSpecError as error:
         raise validation_error(("body", *error.loc), str(error)) from error
-    sweep, created = create_sweep(session, body, cells, idempotency_key, settings.data_roots, caller)
+    sweep, created = create_sweep(
+        session, body, cells, resources, idempotency_key, settings.data_roots, caller
+    )
     if created:
         wake()
     else:

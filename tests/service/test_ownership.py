@@ -15,6 +15,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from mmae.config import TrainConfig, config_hash
+from service import allocation
 from service.auth import Role, create_token
 from service.db import session_scope
 from service.main import create_app
@@ -120,6 +121,17 @@ def test_an_idempotency_key_replays_only_the_same_request_of_the_same_token(
     other = post_job(client, tokens["bob"], "k-1", priority=1)
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"], "keys are per token"
     assert other.json()["owner"] == "bob"
+
+
+def test_a_replay_of_an_auto_allocation_matches_after_the_cluster_changed_size(
+    client: TestClient, tokens: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(allocation, "node_totals", lambda ray: [{"CPU": 4.0}])
+    first = post_job(client, tokens["alice"], "k-auto")
+    assert first.status_code == 201 and first.json()["resources"]["num_cpus"] == 4.0
+    monkeypatch.setattr(allocation, "node_totals", lambda ray: [{"CPU": 8.0}])
+    again = post_job(client, tokens["alice"], "k-auto")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
 
 
 def test_a_sweeps_idempotency_key_is_per_token_and_refuses_a_different_body(
