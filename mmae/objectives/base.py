@@ -25,21 +25,19 @@ class StepOutput:
         global batch's loss.
     metrics: ``train/*`` values as detached 0-dim tensors, this rank's shares like ``loss`` (turned
         into floats, averaged over ranks, only at log steps, so a CUDA step never waits on the host).
-    features: [B, F] detached features of the global batch, for the online linear probe.
     monitor_views: detached [B, d] feature matrices of the global batch for the information monitor:
         one view for the MAE family (CLS of the masked pass), two for Siamese methods (branch 1, 2).
     """
 
     loss: Tensor
     metrics: dict[str, Tensor]
-    features: Tensor
     monitor_views: tuple[Tensor, ...]
 
 
 class Objective(nn.Module):
     """Base class: ``forward(images, random) -> StepOutput`` plus an unmasked feature extractor."""
 
-    feature_dim: int  # F, the width of ``encode``'s output and of ``StepOutput.features``
+    feature_dim: int  # F, the width of ``encode``'s output (the online and offline probes' input)
     monitor_dim: int  # d, the width of each ``StepOutput.monitor_views`` matrix
 
     def forward(self, images: Tensor, random: StepRandom) -> StepOutput:

@@ -36,7 +36,7 @@ class MaskedObjective(Objective):
         self.feature_dim = self.monitor_dim = self.mae.encoder.embed_dim
 
     def forward(self, images: Tensor, random: StepRandom) -> StepOutput:
-        """images [b, C, H, W] -> loss; features and monitor view are the global masked-pass CLS [B, D].
+        """images [b, C, H, W] -> loss; the monitor view is the global masked-pass CLS [B, D].
 
         The reconstruction term is this rank's mean over its masked patches; the regulariser is the
         global batch's, identical on every rank.
@@ -55,7 +55,7 @@ class MaskedObjective(Objective):
             loss = loss - self.loss_cfg.tcr_lambda * tcr
             metrics["train/tcr"] = tcr.detach()
         cls = cls.detach()
-        return StepOutput(loss=loss, metrics=metrics, features=cls, monitor_views=(cls,))
+        return StepOutput(loss=loss, metrics=metrics, monitor_views=(cls,))
 
     def encode(self, images: Tensor) -> Tensor:
         """[B, C, H, W] -> [B, D]: CLS token of the unmasked input after the encoder's final norm."""

@@ -60,7 +60,7 @@ class SiameseObjective(Objective):
             self.target = copy.deepcopy(self.online).requires_grad_(False)
 
     def forward(self, images: Tensor, random: StepRandom) -> StepOutput:
-        """images [b, C, H, W] -> loss; global features = backbone(view 1) [B, F]; views = (z1, z2) [B, d].
+        """images [b, C, H, W] -> loss; monitor views = the global embeddings (z1, z2) [B, d].
 
         For BYOL the second view is the target network's embedding of view 2.
         """
@@ -75,7 +75,7 @@ class SiameseObjective(Objective):
             z1, z2 = gather_rows(z1), gather_rows(z2)
             loss = self._pair_loss(z1, z2)
             views = (z1.detach(), z2.detach())
-        return StepOutput(loss=loss, metrics={}, features=gather_rows(h1.detach()), monitor_views=views)
+        return StepOutput(loss=loss, metrics={}, monitor_views=views)
 
     def _pair_loss(self, z1: Tensor, z2: Tensor) -> Tensor:
         """Symmetric two-branch loss of the contrastive / decorrelation methods on [B, d] embeddings."""

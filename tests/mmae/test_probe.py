@@ -40,4 +40,4 @@ def test_probe_learns_on_monitor_steps_from_unmasked_features(tiny_config, monke
     out = train_step(parts, images, labels, 1, config, device, "fp32")
     assert len(seen) == 1 and parts.objective.training
     assert torch.allclose(seen[0], frozen_features(parts.objective, images, device, "fp32"))
-    assert not torch.allclose(seen[0], out.features)  # not the masked pass's CLS
+    assert not torch.allclose(seen[0], out.monitor_views[0])  # not the masked pass's CLS
