@@ -176,9 +176,9 @@ function requestFields(body) {
       type: "integer",
       help: "data-parallel; config.data.batch_size is split over them",
     }),
-    plainField(["resources", "num_cpus"], "CPUs", resources.num_cpus ?? 1, {
+    plainField(["resources", "num_cpus"], "CPUs", resources.num_cpus ?? "auto", {
       type: "number",
-      help: "per worker",
+      help: "per worker; auto: a CPU job gets its node's cores, a GPU job 4 per GPU",
     }),
     plainField(["resources", "num_gpus"], "GPUs", resources.num_gpus ?? 0, {
       type: "number",
