@@ -192,3 +192,13 @@ def test_the_stack_has_its_health_checks_gpus_and_unprivileged_processes(tmp_pat
     for name in ("mlflow", *RAY_NODES, "api"):
         assert stack[name]["image"] == "mmae:latest", name
         assert stack[name].get("user") is None, name  # the image's own unprivileged user (deploy/Dockerfile)
+
+
+def test_every_setting_the_example_names_reaches_the_api(tmp_path: Path) -> None:
+    """A setting the env example says is passed on must reach the api container with the value set."""
+    text = ENV_EXAMPLE.read_text()
+    listed = set(re.findall(r"MMAE_[A-Z_]+", text.split("passed on to the API", 1)[1]))
+    assert {"MMAE_SUBMIT_RETRY_S", "MMAE_MAX_STREAMS_PER_TOKEN", "MMAE_DATA_ROOTS"} <= listed
+    env = proper_env(**{name: "7" for name in listed})
+    api = services(resolve(tmp_path, env))["api"]["environment"]
+    assert {name: api.get(name) for name in listed} == dict.fromkeys(listed, "7")
