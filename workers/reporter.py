@@ -169,7 +169,8 @@ class Reporter(Callback):
     run: both), before a checkpoint is published (SQL only, for the fence), and when
     ``max_buffered_points`` points are waiting for SQL: then it blocks until the writer takes them (points
     are never dropped). A failure of either thread (``AttemptFenced`` included) is raised on the training
-    thread at its next report.
+    thread at its next report. A stopped run (cancel, preemption: a grace period is running) waits for
+    SQL only; the service's MLflow thread sends the run whatever SQL has and it lacks when it closes it.
 
     ``find_tracker`` returns the job's MLflow run once it is known (the service creates it just after
     submitting the attempt); the MLflow sender asks it until it answers, then backfills what SQL has and
@@ -260,6 +261,10 @@ class Reporter(Callback):
         with self._sql.cond:
             self._progress.update(phase=phase, summary=json_finite(result.summary))
         self._final = True
+        if result.stopped_early:
+            self._sql.wait(self._ask_sql())
+            self._sql.close()
+            return
         self.flush()
         self._sql.close()
         self._mlflow.close()

@@ -288,6 +288,25 @@ def test_a_hanging_mlflow_holds_up_neither_training_nor_sql(
     assert mlflow_steps(mlflow_uri, run_id, "train/loss") == list(range(1, 21))
 
 
+def test_a_stopped_run_waits_for_sql_only(engine: Engine, mlflow_uri: str, run_id: str, rows: AttemptRows) -> None:
+    """On a cancel the grace period runs: the final flush must not wait on a hanging MLflow (the service's
+    MLflow thread back-fills the run from SQL when it closes it)."""
+    tracker = HeldTracker(mlflow_uri, run_id)
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, find_tracker=lambda: tracker, flush_points=1)
+    reporter.on_train_start(info(0))
+    emit(reporter, range(1, 3), scale=1.0)
+    assert tracker.sending.wait(10)  # MLflow now hangs in log_batch
+    emit(reporter, range(3, 8), scale=1.0)
+    ended = threading.Thread(target=reporter.on_train_end, args=(TrainResult(7, True, {}, None),))
+    ended.start()
+    ended.join(10)
+    try:
+        assert not ended.is_alive(), "the stopped run waited for MLflow"
+        assert [step for step, _, _ in sql_points(engine, "train/loss")] == list(range(1, 8))
+    finally:
+        tracker.release.set()
+
+
 class FlakyTracker(RunTracker):
     """A real run behind a tracking server that refuses the first ``failures`` sends."""
 
