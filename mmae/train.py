@@ -319,11 +319,14 @@ def train_step(
 
     Masks and views come from ``StepRandom(config.seed, step)`` for the global batch; under DDP the
     backward averages gradients over ranks, so every rank applies the same update. On monitor steps the
-    online probe learns from the global batch's unmasked, un-augmented features and labels [B] on every rank.
+    online probe learns from the global batch's unmasked, un-augmented features and labels [B] on every rank,
+    taken from the encoder as the step's forward saw it (weights before this step's update).
     """
     random_draws = StepRandom(config.seed, step, parts.shard, device)
     with autocast(device, precision):
         out = parts.forward(images, random_draws)
+    probing = parts.probe is not None and (step + 1) % config.monitor.every == 0
+    features = frozen_features(parts.objective, images, device, precision) if probing else None
     parts.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     if config.optim.grad_clip:
@@ -331,8 +334,7 @@ def train_step(
     parts.optimizer.step()
     parts.scheduler.step()
     parts.objective.after_step(step + 1)
-    if parts.probe and (step + 1) % config.monitor.every == 0:
-        features = frozen_features(parts.objective, images, device, precision)
+    if parts.probe is not None and features is not None:
         parts.probe.update(gather_rows(features), gather_rows(labels))
     return out
 

@@ -37,7 +37,9 @@ def test_probe_learns_on_monitor_steps_from_unmasked_features(tiny_config, monke
     images, labels = next(train_batches(bundle, config.data.batch_size, config.seed))
     train_step(parts, images, labels, 0, config, device, "fp32")
     assert seen == []  # step 1 is not a monitor step
+    before = frozen_features(parts.objective, images, device, "fp32")
     out = train_step(parts, images, labels, 1, config, device, "fp32")
     assert len(seen) == 1 and parts.objective.training
-    assert torch.allclose(seen[0], frozen_features(parts.objective, images, device, "fp32"))
+    assert torch.allclose(seen[0], before), "the encoder as the step's forward saw it, not after its update"
+    assert not torch.allclose(seen[0], frozen_features(parts.objective, images, device, "fp32"))
     assert not torch.allclose(seen[0], out.monitor_views[0])  # not the masked pass's CLS
