@@ -138,7 +138,8 @@ def test_mmae_raises_effective_rank_over_mae(tiny_config, tmp_path):
     eranks = {}
     for method in ("mae", "mmae"):
         recorder = Recorder()
-        fit(tiny_config(method, **{"loss.tcr_lambda": 0.1, "loss.mu_convention": "paper"}), tmp_path / method, [recorder])
+        config = tiny_config(method, **{"loss.tcr_lambda": 0.1, "loss.mu_convention": "paper"})
+        fit(config, tmp_path / method, [recorder])
         eranks[method] = recorder.series("info/erank")[-1]
     assert eranks["mmae"] > 2 * eranks["mae"]
 

@@ -1,6 +1,6 @@
 """A sweep's reproduction report: the page from hand-built cells (mean ± std over seeds, escaping, the paper's
-numbers only where the sweep is one of its experiments, failed cells shown), the route (auth, 404), the artifact stored when a sweep ends (MLflow
-failures only logged), and ``mmae report``."""
+numbers only where the sweep is one of its experiments, failed cells shown), the route (auth, 404), the
+artifact stored when a sweep ends (MLflow failures only logged), and ``mmae report``."""
 
 from __future__ import annotations
 
