@@ -125,16 +125,23 @@ def live_service(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def wait_until_healthy(
-    url: str, process: subprocess.Popen[bytes], service: Service, timeout_s: float = 90
+    url: str,
+    process: subprocess.Popen[bytes],
+    service: Service,
+    timeout_s: float = 90,
+    needs: tuple[str, ...] = ("database", "ray"),
 ) -> None:
+    """Wait until ``/api/health`` reports every dependency in ``needs`` ok (a service run without Ray
+    answers 503 naming Ray: ``needs=("database",)`` waits for its database only)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the service exited with {process.returncode}:\n{service.tail()}")
         try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+            states = httpx.get(f"{url}/api/health", timeout=2).json()
+            if all(states.get(name) == "ok" for name in needs):
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.3)
     pytest.fail(f"the service did not answer /api/health within {timeout_s}s:\n{service.tail()}")

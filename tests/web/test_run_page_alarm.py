@@ -53,7 +53,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, Service(url=url, token="", data_dir=data_dir, log=log))
+        wait_until_healthy(url, process, Service(url=url, token="", data_dir=data_dir, log=log), needs=("database",))
         token = (data_dir / "admin-token").read_text().strip()
         yield Service(url=url, token=token, data_dir=data_dir, log=log)
     finally:
