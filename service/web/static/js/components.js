@@ -1,4 +1,5 @@
-// Small pieces several views share: status badges, progress bars, the collapse flag, messages.
+// Small pieces several views share: status badges, progress bars, the collapse flag, messages, a sweep's
+// parameters and cell counts.
 
 import { h } from "./dom.js";
 import { formatNumber } from "./format.js";
@@ -72,6 +73,30 @@ export function collapseRuleText(collapse) {
   return (
     `${formatNumber(collapse.threshold)} = ${percent} of min(B − 1, d) = ` +
     `min(${collapse.batch_size - 1}, ${collapse.feature_dim})`
+  );
+}
+
+/** {"loss.mu": {"values": [0.5, 1, 3]}} -> "loss.mu ∈ {0.5, 1, 3}"; distributions as "~ log_uniform[a, b]". */
+export function formatParameterSpecs(parameters) {
+  return Object.entries(parameters ?? {})
+    .map(([name, spec]) => {
+      if (Array.isArray(spec?.values))
+        return `${name} ∈ {${spec.values.map((v) => formatNumber(v)).join(", ")}}`;
+      if (spec?.distribution)
+        return `${name} ~ ${spec.distribution}[${formatNumber(spec.low)}, ${formatNumber(spec.high)}]`;
+      return `${name}: ${JSON.stringify(spec)}`;
+    })
+    .join("; ");
+}
+
+/** Cell counts by status as small badges, in state-machine order. */
+export function countBadges(counts) {
+  const entries = STATUSES.filter((s) => counts?.[s]).map((s) => [s, counts[s]]);
+  if (!entries.length) return h("span", { class: "muted" }, "no cells");
+  return h(
+    "span",
+    { class: "counts" },
+    entries.map(([status, n]) => h("span", { class: `badge status-${status}` }, `${n} ${status}`)),
   );
 }
 

@@ -1,5 +1,6 @@
 // Hash routing: "#/runs/12?tab=logs" -> {path: "/runs/12", query: URLSearchParams}. Each view module
 // exports render(ctx); a ViewContext lets it fetch, poll and stream until the user navigates away.
+// Views build their links with navigation.js: the router loads the views, never the other way.
 
 export const ROUTES = [
   { pattern: /^\/runs$/, nav: "runs", load: () => import("./views/runs.js") },
@@ -23,25 +24,6 @@ export function matchRoute(path) {
     if (match) return { route, params: match.slice(1) };
   }
   return null;
-}
-
-/** "#/runs?status=failed" from a path and a plain object (empty values are dropped). */
-export function hashFor(path, query = {}) {
-  const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(query)) {
-    if (value !== null && value !== undefined && value !== "") params.set(key, String(value));
-  }
-  const qs = params.toString();
-  return `#${path}${qs ? `?${qs}` : ""}`;
-}
-
-export function navigate(path, query = {}) {
-  window.location.hash = hashFor(path, query);
-}
-
-/** Rewrite the current URL's query in place (no re-render, no history entry): for filters and tabs. */
-export function replaceQuery(path, query = {}) {
-  window.history.replaceState(null, "", hashFor(path, query));
 }
 
 /** What a view gets: its root element, route params, query, session, and cleanup-aware helpers. */

@@ -7,7 +7,7 @@ import { collapseFlag, errorBox, isActive, pageHeader, scrollTable, statusBadge 
 import { h, replace, uid } from "../dom.js";
 import { MISSING, formatNumber, formatParams, formatPercent } from "../format.js";
 import { CHARTED_METRICS, HEADLINE_METRICS, isAccuracy, metricLabel } from "../metrics.js";
-import { hashFor, replaceQuery } from "../router.js";
+import { hashFor, replaceQuery } from "../navigation.js";
 
 const MAX_POINTS = 1000;
 

@@ -23,8 +23,8 @@ import { announce, append, h, replace } from "../dom.js";
 import { MISSING, formatDuration, formatMetric, formatNumber, formatTime } from "../format.js";
 import { CHARTED_METRICS, PANELS, isAccuracy, metricLabel } from "../metrics.js";
 import { muText } from "../mu.js";
+import { hashFor } from "../navigation.js";
 import { SeriesStore } from "../series.js";
-import { hashFor } from "../router.js";
 
 const MAX_POINTS = 1000; // per series, as downsampled by the API
 const REFETCH_ABOVE = 4000; // live points kept before asking the API for a downsampled view again

@@ -16,7 +16,7 @@ import {
 } from "../components.js";
 import { announce, h, replace, replaceKeepingFocus } from "../dom.js";
 import { MISSING, formatNumber, formatPercent, formatTime, paramTexts } from "../format.js";
-import { hashFor, navigate, replaceQuery } from "../router.js";
+import { hashFor, navigate, replaceQuery } from "../navigation.js";
 
 const PAGE_SIZES = [25, 50, 100, 200];
 const COLUMNS = [

@@ -16,7 +16,7 @@ import {
   selectField,
   showErrors,
 } from "../form.js";
-import { navigate } from "../router.js";
+import { navigate } from "../navigation.js";
 
 const DISTRIBUTIONS = ["values", "uniform", "log_uniform", "int_uniform"];
 

@@ -6,8 +6,10 @@
 import { api, errorMessage, isAbort } from "../api.js";
 import { Chart, chartCard, seriesColor } from "../charts.js";
 import {
+  countBadges,
   definitionList,
   errorBox,
+  formatParameterSpecs,
   isActive,
   pageHeader,
   pageSection,
@@ -25,8 +27,7 @@ import {
   isAccuracy,
   metricLabel,
 } from "../metrics.js";
-import { hashFor, replaceQuery } from "../router.js";
-import { countBadges, formatParameterSpecs } from "./sweeps.js";
+import { hashFor, replaceQuery } from "../navigation.js";
 
 const MAX_GROUPS = 8; // more series than this are drawn as one cloud of points
 const CURVE_POINTS = 400; // per cell, for the overlaid curves

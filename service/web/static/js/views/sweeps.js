@@ -1,10 +1,17 @@
 // Sweeps list (GET /api/sweeps, paginated): name, strategy, swept parameters, cell counts by status.
 
 import { api, errorMessage, isAbort } from "../api.js";
-import { STATUSES, errorBox, pageHeader, pager, scrollTable } from "../components.js";
+import {
+  countBadges,
+  errorBox,
+  formatParameterSpecs,
+  pageHeader,
+  pager,
+  scrollTable,
+} from "../components.js";
 import { h, replace, replaceKeepingFocus } from "../dom.js";
-import { formatNumber, formatTime } from "../format.js";
-import { hashFor, replaceQuery } from "../router.js";
+import { formatTime } from "../format.js";
+import { hashFor, replaceQuery } from "../navigation.js";
 
 export async function render(ctx) {
   document.title = "Sweeps · mmae";
@@ -77,29 +84,5 @@ function sweepsTable(items) {
   return scrollTable(
     h("table", { class: "data" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
     "Sweeps",
-  );
-}
-
-/** {"loss.mu": {"values": [0.5, 1, 3]}} -> "loss.mu ∈ {0.5, 1, 3}"; distributions as "~ log_uniform[a, b]". */
-export function formatParameterSpecs(parameters) {
-  return Object.entries(parameters ?? {})
-    .map(([name, spec]) => {
-      if (Array.isArray(spec?.values))
-        return `${name} ∈ {${spec.values.map((v) => formatNumber(v)).join(", ")}}`;
-      if (spec?.distribution)
-        return `${name} ~ ${spec.distribution}[${formatNumber(spec.low)}, ${formatNumber(spec.high)}]`;
-      return `${name}: ${JSON.stringify(spec)}`;
-    })
-    .join("; ");
-}
-
-/** Cell counts by status as small badges, in state-machine order. */
-export function countBadges(counts) {
-  const entries = STATUSES.filter((s) => counts?.[s]).map((s) => [s, counts[s]]);
-  if (!entries.length) return h("span", { class: "muted" }, "no cells");
-  return h(
-    "span",
-    { class: "counts" },
-    entries.map(([status, n]) => h("span", { class: `badge status-${status}` }, `${n} ${status}`)),
   );
 }
