@@ -11,7 +11,7 @@
    Target p99 <= 50 ms.
 4. Metric ingest into PostgreSQL through the workers' reporter (``workers.reporter.Reporter``,
    batched upserts), points per second. Target >= 50k points/s.
-5. One admission pass (``service.scheduler.admit_queued``) with 10,000 jobs queued behind a full
+5. One admission pass (``service.scheduling.scheduler.admit_queued``) with 10,000 jobs queued behind a full
    cluster (the steady state a big sweep leaves), median of repeated passes: it must stay flat in the
    queue length (before the fix every pass loaded every queued job as an ORM row). ``--admission-only``
    runs just this one, without Ray or an API process.
@@ -45,15 +45,15 @@ from sqlalchemy import create_engine, insert, make_url, text
 
 from mmae.callbacks import RunInfo
 from mmae.config import TrainConfig, config_hash
-from service import ray_head
 from service.auth import ADMIN_TOKEN_FILE
-from service.db import make_engine, make_session_factory
-from service.migrations import upgrade_to_head
-from service.models import AttemptProgress, Job, MetricPoint
-from service.ray_client import ClusterResources
-from service.run_params import key_params
-from service.scheduler import admit_queued
+from service.cluster import ray_head
+from service.cluster.ray_client import ClusterResources
+from service.scheduling.scheduler import admit_queued
 from service.settings import Settings
+from service.store.db import make_engine, make_session_factory
+from service.store.migrations import upgrade_to_head
+from service.store.models import AttemptProgress, Job, MetricPoint
+from service.store.run_params import key_params
 from workers.reporter import Reporter, connect
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ import yaml
 from control_plane import api_process, wait_for
 from sqlalchemy import create_engine, select
 
-from service import ray_head
+from service.cluster import ray_head
 from service.settings import Settings
 from workers.tables import metric_points
 

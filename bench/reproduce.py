@@ -34,8 +34,8 @@ from mmae.callbacks import Callback
 from mmae.config import TrainConfig, apply_overrides, config_hash
 from mmae.progress import ProgressBar
 from mmae.train import fit
+from service.scheduling.sweeps import expand
 from service.schemas import SweepCreate
-from service.sweeps import expand
 
 PAPER_SWEEPS = Path(__file__).resolve().parent.parent / "examples" / "paper"
 MI, JOINT, ERANK = "info/mi_corr_a1", "info/joint_entropy_corr_a1", "info/erank"

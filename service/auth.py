@@ -25,7 +25,7 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from service.models import ApiToken, LoginSession, utcnow
+from service.store.models import ApiToken, LoginSession, utcnow
 
 COOKIE_NAME = "mmae_session"
 TOKEN_PREFIX = "mmae_"

@@ -80,7 +80,7 @@ def serve_command(args: argparse.Namespace) -> int:
     any worker starts."""
     import uvicorn
 
-    from service.main import announce_admin_token, create_app, prepare_database
+    from service.api.main import announce_admin_token, create_app, prepare_database
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
@@ -96,7 +96,7 @@ def serve_command(args: argparse.Namespace) -> int:
         announce_admin_token(factory, settings)
     finally:
         engine.dispose()
-    uvicorn.run("service.main:create_app", factory=True, workers=args.workers, **options)
+    uvicorn.run("service.api.main:create_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -105,7 +105,7 @@ def token_create_command(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from service.auth import create_token
-    from service.models import utcnow
+    from service.store.models import utcnow
 
     name, owner = args.name.strip(), (args.owner or args.name).strip()
     for label, value in (("token name", name), ("owner", owner)):
@@ -124,7 +124,7 @@ def token_list_command(args: argparse.Namespace) -> int:
     """Every token: id, name, role, owner, state (live, revoked, expired), expiry and last use."""
     from sqlalchemy import select
 
-    from service.models import ApiToken, utcnow
+    from service.store.models import ApiToken, utcnow
 
     with token_session() as session:
         rows = session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
@@ -142,7 +142,7 @@ def token_list_command(args: argparse.Namespace) -> int:
 
 def token_revoke_command(args: argparse.Namespace) -> int:
     """Revoke a token by id: it (and the web sessions opened with it) stop working within seconds."""
-    from service.models import ApiToken
+    from service.store.models import ApiToken
 
     with token_session() as session:
         row = session.get(ApiToken, args.id)
@@ -158,8 +158,8 @@ def token_revoke_command(args: argparse.Namespace) -> int:
 def token_session() -> Iterator[Session]:
     """A transaction on the service's database (migrated to head), straight from the settings: token
     management needs no running API."""
-    from service.db import session_scope
-    from service.main import prepare_database
+    from service.api.main import prepare_database
+    from service.store.db import session_scope
 
     engine, factory = prepare_database(load_settings())
     try:

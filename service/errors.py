@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
-from service.states import InvalidTransition
+from service.store.states import InvalidTransition
 
 log = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ class Resources(RequestModel):
     each holding ``num_cpus`` and ``num_gpus``, placed by ``placement`` (``pack``: as few nodes as
     possible; ``spread``: as many). ``config.data.batch_size`` is the global batch, split evenly over
     the workers. ``num_cpus: "auto"`` (the default) is resolved when the job is submitted
-    (``service.allocation``): the largest node's CPUs for a CPU job, a fixed number per GPU for a GPU job."""
+    (``service.scheduling.allocation``): the largest node's CPUs for a CPU job, a fixed number per GPU for a GPU job."""
 
     num_cpus: CpuCount = "auto"  # per worker
     num_gpus: float = Field(default=0.0, ge=0, le=64)  # per worker

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         """Refuse to start with a guessable secret (the values are never printed)."""
         from sqlalchemy import make_url
 
-        from service.ray_head import auth_token
+        from service.cluster.ray_head import auth_token
 
         token = auth_token() if self.ray_address else None
         if token is not None and not _strong(token, 32):

@@ -80,7 +80,7 @@ def own_postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Dashboard address of a local Ray head (4 logical CPUs, no GPU) shared by the whole session."""
-    from service.ray_head import temporary_head
+    from service.cluster.ray_head import temporary_head
 
     with temporary_head(tmp_path_factory.mktemp("ray") / "auth_token", num_cpus=4, num_gpus=0) as address:
         yield address
@@ -90,9 +90,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a database at the newest migration: a fresh SQLite file, or this session's PostgreSQL
     database (its tables emptied after the test)."""
-    from service.db import make_engine
-    from service.migrations import upgrade_to_head
-    from service.models import Base
+    from service.store.db import make_engine
+    from service.store.migrations import upgrade_to_head
+    from service.store.models import Base
 
     sqlite = request.param == "sqlite"
     url = f"sqlite:///{tmp_path / 'mmae.db'}" if sqlite else request.getfixturevalue("postgres_url")
@@ -137,7 +137,7 @@ class ControlPlane:
     def add_job(self, config: dict[str, Any] | None = None, **fields: Any) -> int:
         """Insert a queued job (tiny digits config unless ``config``) and return its id."""
         from mmae.config import TrainConfig, config_hash
-        from service.models import Job
+        from service.store.models import Job
 
         validated = TrainConfig.model_validate(config or TINY_TRAIN_CONFIG)
         with self.factory() as session:
@@ -149,8 +149,8 @@ class ControlPlane:
 
     def tick(self) -> None:
         """One reconcile pass, one admission pass, then one MLflow sync pass (the loop's thread does that)."""
-        from service.mlflow_sync import sync_pass
-        from service.scheduler import admit_queued, reconcile
+        from service.scheduling.scheduler import admit_queued, reconcile
+        from service.tracking.mlflow_sync import sync_pass
 
         with self.factory() as session:
             reconcile(session, self.ray, self.settings)
@@ -160,7 +160,7 @@ class ControlPlane:
     def job(self, job_id: int) -> Any:
         from sqlalchemy.orm import selectinload
 
-        from service.models import Job
+        from service.store.models import Job
 
         with self.factory() as session:
             return session.get(Job, job_id, options=[selectinload(Job.attempts)])
@@ -180,7 +180,7 @@ class ControlPlane:
         """Stop every Ray job this plane left running (tests share one Ray head)."""
         from sqlalchemy import select
 
-        from service.models import Attempt
+        from service.store.models import Attempt
 
         with self.factory() as session:
             for submission_id in session.scalars(select(Attempt.ray_submission_id)):
@@ -207,11 +207,11 @@ def plane(
     """The execution side on a migrated SQLite file (or the database URL in ``plane_settings``), the
     session's Ray head and MLflow store (one experiment per test); Ray jobs it started are stopped
     afterwards."""
-    from service.db import make_engine, make_session_factory
-    from service.migrations import upgrade_to_head
-    from service.ray_client import RayClient
+    from service.cluster.ray_client import RayClient
     from service.settings import Settings
-    from service.tracking import Tracker
+    from service.store.db import make_engine, make_session_factory
+    from service.store.migrations import upgrade_to_head
+    from service.tracking.tracker import Tracker
 
     fields = {
         "data_dir": tmp_path / "data", "database_url": f"sqlite:///{tmp_path / 'mmae.db'}",
@@ -237,7 +237,7 @@ class AttemptRows:
 
     def __init__(self, engine: Any, job_id: int) -> None:
         from mmae.config import TrainConfig, config_hash
-        from service.models import Job
+        from service.store.models import Job
 
         self.engine, self.job_id = engine, job_id
         config = TrainConfig()
@@ -249,7 +249,7 @@ class AttemptRows:
 
     def start(self, attempt_id: int) -> None:
         """Attempt ``attempt_id`` becomes the job's current one (running)."""
-        from service.models import Attempt
+        from service.store.models import Attempt
 
         with self.engine.begin() as connection:
             connection.execute(Attempt.__table__.insert().values(
@@ -260,7 +260,7 @@ class AttemptRows:
         """The service ends attempt ``attempt_id`` (as when Ray reports it dead)."""
         from sqlalchemy import update
 
-        from service.models import Attempt
+        from service.store.models import Attempt
 
         with self.engine.begin() as connection:
             connection.execute(update(Attempt).where(Attempt.id == attempt_id).values(status=status))
@@ -276,7 +276,7 @@ def attempt_rows() -> type[AttemptRows]:
 def extra_ray_node(address: str, num_cpus: int) -> Iterator[subprocess.Popen]:
     """A second Ray node joined to the local head at ``address`` (same machine, loopback), as
     ``ray start --block`` in its own process group: kill the group to lose the node. Yields the process."""
-    from service.ray_head import auth_headers, ensure_auth_token, gcs_address, head_dir
+    from service.cluster.ray_head import auth_headers, ensure_auth_token, gcs_address, head_dir
 
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
     command = [
@@ -325,7 +325,7 @@ def spec_with(scaling: Any) -> Any:
 
 def submitted_spec(address: str, submission_id: str) -> Any:
     """The attempt spec Ray holds for a submission (it travels in the job's runtime env)."""
-    from service.ray_head import auth_headers
+    from service.cluster.ray_head import auth_headers
     from workers.spec import SPEC_ENV, AttemptSpec
 
     info = httpx.get(f"{address}/api/jobs/{submission_id}", headers=auth_headers(), timeout=10).json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.states import ACTIVE, TERMINAL, InvalidTransition, JobStatus, check_transition
+from service.store.states import ACTIVE, TERMINAL, InvalidTransition, JobStatus, check_transition
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, column, select, table
 
 # Attempt statuses in which an attempt is its job's current one; the service's AttemptStatus values
-# (service.states), repeated here because workers may not import the service (tests check they agree).
+# (service.store.states), repeated here because workers may not import the service (tests check they agree).
 CURRENT_STATUSES: tuple[str, ...] = ("pending", "running")
 
 # The service's attempts table, as far as the fence reads it.

@@ -1,7 +1,7 @@
 """The rows a worker writes: metric points and attempt progress.
 
 These tables are the whole contract between a running worker and the control plane. The
-service maps them into its ORM (``service.models``) and reads them; only workers write them.
+service maps them into its ORM (``service.store.models``) and reads them; only workers write them.
 """
 
 from __future__ import annotations

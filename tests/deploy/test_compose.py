@@ -185,7 +185,7 @@ def test_the_stack_has_its_health_checks_gpus_and_unprivileged_processes(tmp_pat
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert worker["shm_size"]
     api = " ".join(stack["api"]["command"])
-    assert "alembic upgrade head" in api and "uvicorn service.main:create_app --factory" in api
+    assert "alembic upgrade head" in api and "uvicorn service.api.main:create_app --factory" in api
     assert stack["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     check = stack["api"]["healthcheck"]["test"]  # curl -f fails on /api/health's 503 (database or Ray down)
     assert "-fsS" in check and check[-1].endswith("/api/health"), check

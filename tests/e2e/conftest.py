@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
-from service.main import create_app
 from service.settings import Settings
 
 TERMINAL = ("succeeded", "failed", "cancelled")

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
-from service.ray_head import auth_headers
+from service.cluster.ray_head import auth_headers
 from service.settings import Settings
 from tests.e2e.conftest import TERMINAL, wait_until
 

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from sqlalchemy import select
 
+from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
-from service.db import make_engine
-from service.main import create_app
-from service.models import AttemptProgress
 from service.settings import Settings
+from service.store.db import make_engine
+from service.store.models import AttemptProgress
 from tests.e2e.conftest import TERMINAL, TINY, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -14,13 +14,13 @@ import pytest
 from mlflow import MlflowClient
 from pyarrow import fs
 
-from service.db import make_engine, make_session_factory
-from service.migrations import upgrade_to_head
-from service.ray_client import RayClient
-from service.ray_head import temporary_head
+from service.cluster.ray_client import RayClient
+from service.cluster.ray_head import temporary_head
 from service.settings import Settings
-from service.states import AttemptStatus, JobStatus
-from service.tracking import Tracker
+from service.store.db import make_engine, make_session_factory
+from service.store.migrations import upgrade_to_head
+from service.store.states import AttemptStatus, JobStatus
+from service.tracking.tracker import Tracker
 from tests.conftest import ControlPlane
 from tests.s3_server import S3Emulator, s3_emulator
 from tests.workers.test_attempt_e2e import progress, steps_of, wait_until, with_steps, worker_pid

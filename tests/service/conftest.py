@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
-from service.main import create_app
 from service.settings import Settings
 
 TINY_CONFIG: dict[str, Any] = {

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from mmae.config import TrainConfig, config_hash
-from service.db import make_engine, make_session_factory
-from service.models import Job
-from service.ray_client import ClusterResources
-from service.scheduler import _free, _never_fits, worker_places
-from service.states import JobStatus
+from service.cluster.ray_client import ClusterResources
+from service.scheduling.scheduler import _free, _never_fits, worker_places
+from service.store.db import make_engine, make_session_factory
+from service.store.models import Job
+from service.store.states import JobStatus
 
 
 def cluster(*nodes: dict[str, float]) -> ClusterResources:

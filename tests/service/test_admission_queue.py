@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import Engine, event, insert, select
 
 from mmae.config import TrainConfig, config_hash
-from service import scheduler
-from service.db import make_engine, make_session_factory
-from service.migrations import upgrade_to_head
-from service.models import Job
-from service.scheduler import admit_queued
+from service.scheduling import scheduler
+from service.scheduling.scheduler import admit_queued
 from service.settings import Settings
-from service.states import JobStatus
+from service.store.db import make_engine, make_session_factory
+from service.store.migrations import upgrade_to_head
+from service.store.models import Job
+from service.store.states import JobStatus
 from tests.service.test_ray_submit_retry import FlakyRay, client_of
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import allocation, ray_head
-from service.ray_client import RayClient
+from service.cluster import ray_head
+from service.cluster.ray_client import RayClient
+from service.scheduling import allocation
 from service.schemas import Resources
 
 CPU_NODE, SMALL_NODE = {"CPU": 16.0}, {"CPU": 4.0}

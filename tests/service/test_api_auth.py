@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE, Principal, Role, TokenCache, create_token
-from service.db import session_scope
-from service.main import create_app
-from service.models import ApiToken, LoginSession
 from service.settings import Settings
+from service.store.db import session_scope
+from service.store.models import ApiToken, LoginSession
 
 ADMIN_ME = {"name": "admin", "role": "admin", "owner": "admin", "expires_at": None}
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, insert, update
 
 from mmae.config import TrainConfig, config_hash
-from service.db import session_scope
-from service.models import Job
+from service.store.db import session_scope
+from service.store.models import Job
 
 Submit = Callable[..., dict[str, Any]]
 

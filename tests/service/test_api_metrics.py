@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from mmae.callbacks import RunInfo, TrainResult
+from service.api.live import MetricsCursor
 from service.auth import TokenCache
-from service.db import session_scope
-from service.live import MetricsCursor
-from service.models import Attempt, Job
 from service.settings import Settings
-from service.states import AttemptStatus
+from service.store.db import session_scope
+from service.store.models import Attempt, Job
+from service.store.states import AttemptStatus
 from workers.reporter import Reporter, connect
 
 Submit = Callable[..., dict[str, Any]]

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.db import session_scope
-from service.models import AttemptProgress, Job
+from service.store.db import session_scope
+from service.store.models import AttemptProgress, Job
 from tests.service.conftest import TINY_CONFIG
 
 MU_SWEEP: dict[str, Any] = {

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.auth import TokenCache
-from service.db import Reads, make_engine, make_session_factory
+from service.store.db import Reads, make_engine, make_session_factory
 
 GOOD = {"config": {"steps": 10}}
 

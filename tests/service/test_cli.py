@@ -17,12 +17,12 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
+from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
 from service.cli import main
-from service.db import make_engine, make_session_factory, session_scope
-from service.main import create_app
-from service.models import Job
 from service.settings import Settings
+from service.store.db import make_engine, make_session_factory, session_scope
+from service.store.models import Job
 
 ROOT = Path(__file__).resolve().parents[2]
 Cli = Callable[..., tuple[int, str, str]]

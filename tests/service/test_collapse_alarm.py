@@ -1,6 +1,6 @@
 """The collapse alarm (issue 9): relative to min(B - 1, d), raised by a collapsed run, silent on every example.
 
-The rule (``service.views.collapse_of``): the newest ``info/erank_centered`` (Def. 5.1 effective rank of the
+The rule (``service.api.views.collapse_of``): the newest ``info/erank_centered`` (Def. 5.1 effective rank of the
 l2-normalised features less their batch mean) below ``collapse_fraction`` x min(B - 1, d), the most
 directions B centred features of width d can vary in.
 """
@@ -15,12 +15,12 @@ import pytest
 from mmae.callbacks import Callback, RunInfo
 from mmae.config import TrainConfig
 from mmae.train import fit
+from service.api.views import collapse_of
 from service.examples import load_examples
-from service.job_queries import NewestRanks, ProgressRow
+from service.scheduling.sweeps import expand
 from service.schemas import SweepCreate
 from service.settings import Settings
-from service.sweeps import expand
-from service.views import collapse_of
+from service.store.job_queries import NewestRanks, ProgressRow
 
 FRACTION = Settings().collapse_fraction
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from service.db import (
+from service.store.db import (
     CONNECT_TIMEOUT_S,
     KEEPALIVES_COUNT,
     KEEPALIVES_IDLE_S,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from service.downsample import json_safe, min_max_downsample
+from service.store.downsample import json_safe, min_max_downsample
 
 
 def random_series(rng: random.Random, count: int) -> tuple[list[int], list[float]]:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.main import create_app
+from service.api.main import create_app
 from service.settings import Settings
 from tests.service.test_ray_submit_retry import FlakyRay, client_of
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.db import make_engine, make_session_factory
+from service.store.db import make_engine, make_session_factory
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from service.db import make_engine
-from service.leader import FileLease, Lease, PostgresLease, SchedulerLeader, lease_for
+from service.scheduling.leader import FileLease, Lease, PostgresLease, SchedulerLeader, lease_for
+from service.store.db import make_engine
 
 RETRY_S = 0.05
 

@@ -14,9 +14,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from service.db import make_engine
-from service.migrations import alembic_config, upgrade_to_head
-from service.models import Base
+from service.store.db import make_engine
+from service.store.migrations import alembic_config, upgrade_to_head
+from service.store.models import Base
 from tests.conftest import postgres_database
 
 

@@ -19,14 +19,14 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mmae.config import TrainConfig, config_hash
-from service.db import make_engine, make_session_factory
-from service.migrations import upgrade_to_head
-from service.mlflow_sync import sync_pass
-from service.models import Job, MetricPoint, Sweep
-from service.scheduler import SchedulerLoop
+from service.scheduling.scheduler import SchedulerLoop
 from service.settings import Settings
-from service.states import JobStatus
-from service.tracking import Tracker
+from service.store.db import make_engine, make_session_factory
+from service.store.migrations import upgrade_to_head
+from service.store.models import Job, MetricPoint, Sweep
+from service.store.states import JobStatus
+from service.tracking.mlflow_sync import sync_pass
+from service.tracking.tracker import Tracker
 from tests.service.test_ray_submit_retry import FlakyRay, client_of
 
 STEPS = 25

@@ -15,12 +15,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from mmae.config import TrainConfig, config_hash
-from service import allocation
+from service.api.main import create_app
 from service.auth import Role, create_token
-from service.db import session_scope
-from service.main import create_app
-from service.models import Job
+from service.scheduling import allocation
 from service.settings import Settings
+from service.store.db import session_scope
+from service.store.models import Job
 from tests.service.conftest import TINY_CONFIG
 from tests.service.test_cli import free_port
 

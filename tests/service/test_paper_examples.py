@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from mmae import paper_numbers as paper
 from service.examples import EXAMPLES_DIR, sweep_body
-from service.report import ReportCell, SweepReport, paper_columns, paper_findings, render
+from service.scheduling.sweeps import Cell, expand
 from service.schemas import SweepCreate
 from service.settings import Settings
-from service.sweeps import Cell, expand
+from service.tracking.report import ReportCell, SweepReport, paper_columns, paper_findings, render
 
 PAPER_DIR = EXAMPLES_DIR / "paper"
 EXPECTED = {

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service import ray_head
-from service.ray_client import RayClient, RayUnavailable
+from service.cluster import ray_head
+from service.cluster.ray_client import RayClient, RayUnavailable
 from service.settings import Settings
 from tests.conftest import spec_with
 from workers.spec import Scaling

@@ -1,5 +1,5 @@
 """What a local Ray head listens on (issue 10, finding 8): the dashboard, where a job is any command, on
-127.0.0.1 only; beyond loopback only the Ray processes that ``service.ray_head``'s docstring names
+127.0.0.1 only; beyond loopback only the Ray processes that ``service.cluster.ray_head``'s docstring names
 (Ray 2.60 binds its gRPC servers to all interfaces, whatever the flags)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service import ray_head
+from service.cluster import ray_head
 
 # Beyond loopback: Ray's C++ servers, its Python agents on the node address, and worker processes.
 BEYOND_LOOPBACK = ("gcs_server", "raylet", "dashboard/agent.py", "runtime_env/agent/main.py", "ray.util.client.server",

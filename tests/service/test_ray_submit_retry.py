@@ -14,14 +14,14 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from service import ray_client
-from service.db import make_engine, make_session_factory
-from service.migrations import upgrade_to_head
-from service.models import Attempt
-from service.ray_client import RayBusy, RayClient, RayUnavailable
+from service.cluster import ray_client
+from service.cluster.ray_client import RayBusy, RayClient, RayUnavailable
 from service.settings import Settings
-from service.states import AttemptStatus, JobStatus
-from service.tracking import Tracker
+from service.store.db import make_engine, make_session_factory
+from service.store.migrations import upgrade_to_head
+from service.store.models import Attempt
+from service.store.states import AttemptStatus, JobStatus
+from service.tracking.tracker import Tracker
 from tests.conftest import ControlPlane, spec_with
 from workers.spec import Scaling
 

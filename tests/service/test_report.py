@@ -16,16 +16,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from mmae.config import TrainConfig
-from service.attempts import finish
-from service.db import session_scope
-from service.mlflow_sync import sync_pass
-from service.models import Job, MetricPoint, Sweep
-from service.report import ReportCell, SweepReport, render
-from service.series import SeriesData
+from service.scheduling.attempts import finish
 from service.settings import Settings
-from service.states import JobStatus
-from service.sweep_report import store_report
-from service.tracking import Tracker
+from service.store.db import session_scope
+from service.store.models import Job, MetricPoint, Sweep
+from service.store.series import SeriesData
+from service.store.states import JobStatus
+from service.tracking.mlflow_sync import sync_pass
+from service.tracking.report import ReportCell, SweepReport, render
+from service.tracking.sweep_report import store_report
+from service.tracking.tracker import Tracker
 from tests.service.conftest import TINY_CONFIG
 
 # A live API and the CLI against it, on SQLite (the report reuses queries tested on both backends).

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.strict_json import MAX_JSON_DEPTH
 from service.settings import DEFAULT_MAX_BODY_BYTES
-from service.strict_json import MAX_JSON_DEPTH
 
 MIB = 2**20
 

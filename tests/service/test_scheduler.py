@@ -15,10 +15,10 @@ from mlflow import MlflowClient
 from sqlalchemy import update
 from sqlalchemy.orm.exc import StaleDataError
 
-from service import ray_head
-from service.models import Attempt, AttemptProgress, Job, Sweep
-from service.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
-from service.states import InvalidTransition, JobStatus
+from service.cluster import ray_head
+from service.scheduling.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
+from service.store.models import Attempt, AttemptProgress, Job, Sweep
+from service.store.states import InvalidTransition, JobStatus
 from tests.conftest import spec_with, submitted_spec
 from workers.spec import Scaling
 

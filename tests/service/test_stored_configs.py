@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mmae.config import TrainConfig, flatten_config
-from service.attempts import attempt_spec
-from service.db import session_scope
-from service.models import Job
+from service.scheduling.attempts import attempt_spec
 from service.settings import Settings
+from service.store.db import session_scope
+from service.store.models import Job
 
 # A umae job's config exactly as rows written before the paper-faithful defaults hold it.
 STORED_BEFORE: dict[str, Any] = json.loads((Path(__file__).parents[1] / "stored_config_before_issue9.json").read_text())

@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 
 from service.auth import LAST_USED_EVERY, Role, create_token
 from service.cli import main
-from service.db import session_scope
-from service.models import ApiToken, utcnow
 from service.settings import Settings
+from service.store.db import session_scope
+from service.store.models import ApiToken, utcnow
 
 
 def mint(client: TestClient, name: str, **fields: object) -> dict[str, str]:

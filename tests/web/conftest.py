@@ -81,7 +81,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def live_service(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`uvicorn --factory service.main:create_app` with its scheduler, on the session's Ray head."""
+    """`uvicorn --factory service.api.main:create_app` with its scheduler, on the session's Ray head."""
     data_dir = tmp_path_factory.mktemp("web-service")
     log = data_dir / "server.log"
     port = free_port()
@@ -99,7 +99,7 @@ def live_service(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> 
         "-m",
         "uvicorn",
         "--factory",
-        "service.main:create_app",
+        "service.api.main:create_app",
         "--host",
         "127.0.0.1",
         "--port",

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, update
 
-from service.models import Job
+from service.store.models import Job
 from tests.web.conftest import DESKTOP, REPO, Service, free_port, login, open_page, wait_until_healthy
 from workers.tables import attempt_progress, metric_points
 
@@ -43,12 +43,12 @@ COLLAPSED_SERIES = {"info/erank": [2.53, 1.05], "info/erank_centered": [2.58, 1.
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """`uvicorn --factory service.main:create_app` that never schedules: jobs stay where the test puts them."""
+    """`uvicorn --factory service.api.main:create_app` that never schedules: jobs stay where the test puts them."""
     data_dir = tmp_path_factory.mktemp("run-page-service")
     log = data_dir / "server.log"
     port = free_port()
     env = {**os.environ, "MMAE_DATA_DIR": str(data_dir), "MMAE_RUN_SCHEDULER": "false"}
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.api.main:create_app", "--port", str(port)]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

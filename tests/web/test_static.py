@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
-from service.routes.web import WEB_DIR
+from service.api.main import create_app
+from service.api.routes.web import WEB_DIR
 from service.settings import Settings
 
 STATIC = WEB_DIR / "static"

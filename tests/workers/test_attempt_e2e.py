@@ -24,10 +24,10 @@ from sqlalchemy import select
 from mmae.checkpoint import last_checkpoint
 from mmae.config import TrainConfig, flatten_config
 from mmae.train import fit
-from service.attempts import attempt_spec
-from service.models import AttemptProgress, Job, MetricPoint
-from service.scheduler import SchedulerLoop, request_cancel
-from service.states import AttemptStatus, JobStatus
+from service.scheduling.attempts import attempt_spec
+from service.scheduling.scheduler import SchedulerLoop, request_cancel
+from service.store.models import AttemptProgress, Job, MetricPoint
+from service.store.states import AttemptStatus, JobStatus
 from workers.spec import EXIT_FENCED
 
 if TYPE_CHECKING:

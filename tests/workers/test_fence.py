@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from mmae.checkpoint import last_checkpoint, load_checkpoint
 from mmae.config import TrainConfig
 from mmae.train import fit
-from service.states import AttemptStatus
+from service.store.states import AttemptStatus
 from workers.fence import CURRENT_STATUSES, AttemptFenced
 from workers.lifeline import Lifeline
 from workers.reporter import Reporter, connect
