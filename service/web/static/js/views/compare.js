@@ -180,7 +180,7 @@ function summaryTable(jobs) {
       h("td", {}, swatch, h("a", { href: hashFor(`/runs/${job.id}`) }, `#${job.id} ${job.name ?? ""}`)),
       h("td", {}, statusBadge(job.status), " ", collapseFlag(job.collapse)),
       h("td", {}, job.method),
-      h("td", { class: "params" }, formatParams(keyParams(job)) || MISSING),
+      h("td", { class: "params" }, formatParams(job.params) || MISSING),
       h("td", { class: "num" }, formatPercent(job.summary?.["eval/linear_top1"])),
       h("td", { class: "num" }, formatPercent(job.summary?.["eval/knn_top1"])),
       h("td", { class: "num" }, formatNumber(job.collapse?.erank ?? job.summary?.["info/erank"], 3)),
@@ -190,21 +190,6 @@ function summaryTable(jobs) {
     h("table", { class: "data" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows)),
     "Compared runs",
   );
-}
-
-/** The parameters that matter for a run's method (the full Job has the config, not the summary's params). */
-function keyParams(job) {
-  if (job.params) return job.params;
-  const loss = job.config?.loss ?? {};
-  const byMethod = {
-    mmae: { "loss.mu": loss.mu, "loss.tcr_lambda": loss.tcr_lambda },
-    umae: { "loss.uniformity_lambda": loss.uniformity_lambda },
-    simclr: { "loss.temperature": loss.temperature },
-    spectral: { "loss.spectral_lambda": loss.spectral_lambda },
-    barlow_twins: { "loss.barlow_lambda": loss.barlow_lambda },
-    byol: { "loss.byol_momentum": loss.byol_momentum },
-  };
-  return { ...(byMethod[job.method] ?? {}), ...(job.cell_params ?? {}) };
 }
 
 function metricPicker(available, chosen, onPick) {
