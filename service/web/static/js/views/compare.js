@@ -15,7 +15,52 @@ export async function render(ctx) {
   document.title = "Compare · mmae";
   const ids = parseIds(ctx.query.get("ids") ?? "");
   const chosen = new Set((ctx.query.get("metrics") ?? "").split(",").filter(Boolean));
+  const summary = h("div");
+  const picker = h("div");
+  const charts = new MetricCharts();
+  ctx.onCleanup(() => charts.destroy());
+  replace(ctx.root, pageHeader("Compare runs"), idsForm(ids, chosen), summary, picker, charts.root);
+  if (!ids.length) {
+    replace(summary, noRunsChosen());
+    return;
+  }
+  let jobs = [];
+  let available = [];
 
+  async function load() {
+    jobs = await fetchJobs(ids, ctx.signal);
+    const names = await metricNames(jobs, ctx.signal);
+    available = CHARTED_METRICS.filter((m) => names.has(m));
+    if (!chosen.size) HEADLINE_METRICS.filter((m) => names.has(m)).forEach((m) => chosen.add(m));
+    replace(summary, summaryTable(jobs));
+    if (!picker.childElementCount) replace(picker, metricPicker(available, chosen, onPick));
+    await drawCharts();
+  }
+
+  async function drawCharts() {
+    const metrics = available.filter((m) => chosen.has(m));
+    const good = jobs.filter((j) => !j.error);
+    const data = await fetchSeries(good, metrics, ctx.signal);
+    charts.show(metrics, (metric) => runCurves(good, data, metric, ids));
+  }
+
+  function onPick(metric, on) {
+    if (on) chosen.add(metric);
+    else chosen.delete(metric);
+    replaceQuery("/compare", { ids: ids.join(","), metrics: [...chosen].join(",") });
+    drawCharts().catch((error) => {
+      if (!isAbort(error)) charts.root.prepend(errorBox(errorMessage(error)));
+    });
+  }
+
+  await load();
+  ctx.poll(5000, async () => {
+    if (jobs.some((j) => !j.error && isActive(j.status))) await load();
+  });
+}
+
+/** The run IDs field; submitting it opens the comparison of those runs with the chosen metrics. */
+function idsForm(ids, chosen) {
   const idsInput = h("input", {
     id: "compare-ids",
     name: "ids",
@@ -47,109 +92,96 @@ export async function render(ctx) {
       metrics: [...chosen].join(","),
     });
   });
-  const summary = h("div");
-  const picker = h("div");
-  const grid = h("div", { class: "chart-grid" });
-  replace(ctx.root, pageHeader("Compare runs"), form, summary, picker, grid);
-  if (!ids.length) {
-    replace(
-      summary,
-      h(
-        "p",
-        { class: "empty" },
-        "Choose runs to compare: enter their IDs, or select them on the ",
-        h("a", { href: "#/runs" }, "runs page"),
-        ".",
-      ),
-    );
-    return;
+  return form;
+}
+
+function noRunsChosen() {
+  return h(
+    "p",
+    { class: "empty" },
+    "Choose runs to compare: enter their IDs, or select them on the ",
+    h("a", { href: "#/runs" }, "runs page"),
+    ".",
+  );
+}
+
+/** Each run, in the order of `ids`; a run that cannot be read is {id, error}. */
+function fetchJobs(ids, signal) {
+  return Promise.all(
+    ids.map((id) =>
+      api(`/jobs/${id}`, { signal }).catch((error) => {
+        if (isAbort(error)) throw error;
+        return { id, error: errorMessage(error) };
+      }),
+    ),
+  );
+}
+
+/** The names of the metrics any of the readable runs has points of. */
+async function metricNames(jobs, signal) {
+  const namesPerRun = await Promise.all(
+    jobs.filter((j) => !j.error).map((j) => api(`/jobs/${j.id}/metrics/names`, { signal })),
+  );
+  return new Set(namesPerRun.flat());
+}
+
+/** Each run's downsampled series of these metrics, in the order of `jobs`. */
+function fetchSeries(jobs, metrics, signal) {
+  return Promise.all(
+    jobs.map((j) =>
+      api(`/jobs/${j.id}/metrics`, { query: { names: metrics.join(","), max_points: MAX_POINTS }, signal }),
+    ),
+  );
+}
+
+/** One series per run that has points of `metric` (data[i] holds jobs[i]'s); colours follow `ids`. */
+function runCurves(jobs, data, metric, ids) {
+  return jobs
+    .map((job, i) => ({ job, s: data[i].series?.[metric], color: seriesColor(ids.indexOf(job.id)) }))
+    .filter(({ s }) => s && s.steps.length)
+    .map(({ job, s, color }) => ({
+      label: `#${job.id} ${job.name ?? ""}`.trim(),
+      xs: s.steps,
+      ys: s.values,
+      color,
+    }));
+}
+
+/** One chart per chosen metric, each overlaying the runs' curves; a metric unticked loses its chart. */
+class MetricCharts {
+  constructor() {
+    this.root = h("div", { class: "chart-grid" });
+    this.charts = new Map();
   }
 
-  const charts = new Map();
-  ctx.onCleanup(() => charts.forEach((chart) => chart.destroy()));
-  let jobs = [];
-  let available = [];
-
-  async function load() {
-    const results = await Promise.all(
-      ids.map((id) =>
-        api(`/jobs/${id}`, { signal: ctx.signal }).catch((error) => {
-          if (isAbort(error)) throw error;
-          return { id, error: errorMessage(error) };
-        }),
-      ),
-    );
-    jobs = results;
-    const namesPerRun = await Promise.all(
-      jobs.filter((j) => !j.error).map((j) => api(`/jobs/${j.id}/metrics/names`, { signal: ctx.signal })),
-    );
-    const union = new Set(namesPerRun.flat());
-    available = CHARTED_METRICS.filter((m) => union.has(m));
-    if (!chosen.size) HEADLINE_METRICS.filter((m) => union.has(m)).forEach((m) => chosen.add(m));
-    replace(summary, summaryTable(jobs));
-    if (!picker.childElementCount) replace(picker, metricPicker(available, chosen, onPick));
-    await drawCharts();
-  }
-
-  async function drawCharts() {
-    const metrics = available.filter((m) => chosen.has(m));
-    const good = jobs.filter((j) => !j.error);
-    const data = await Promise.all(
-      good.map((j) =>
-        api(`/jobs/${j.id}/metrics`, {
-          query: { names: metrics.join(","), max_points: MAX_POINTS },
-          signal: ctx.signal,
-        }),
-      ),
-    );
-    for (const [name, chart] of charts) {
+  show(metrics, seriesOf) {
+    for (const [name, chart] of this.charts) {
       if (!metrics.includes(name)) {
         chart.destroy();
-        charts.delete(name);
-        grid.querySelector(`[data-panel="${CSS.escape(name)}"]`)?.remove();
+        this.charts.delete(name);
+        this.root.querySelector(`[data-panel="${CSS.escape(name)}"]`)?.remove();
       }
     }
-    for (const metric of metrics) {
-      const series = good
-        .map((job, i) => ({ job, s: data[i].series?.[metric], color: seriesColor(ids.indexOf(job.id)) }))
-        .filter(({ s }) => s && s.steps.length)
-        .map(({ job, s, color }) => ({
-          label: `#${job.id} ${job.name ?? ""}`.trim(),
-          xs: s.steps,
-          ys: s.values,
-          color,
-        }));
-      chartFor(metric).setSeries(series);
-    }
+    for (const metric of metrics) this.chartFor(metric).setSeries(seriesOf(metric));
   }
 
-  function chartFor(metric) {
-    if (!charts.has(metric)) {
+  chartFor(metric) {
+    if (!this.charts.has(metric)) {
       const { card, chart } = chartCard(
         metricLabel(metric),
         { "data-chart": `compare-${metric}`, "data-metric": metric },
         { title: metricLabel(metric), percent: isAccuracy(metric) },
       );
       card.dataset.panel = metric;
-      grid.append(card);
-      charts.set(metric, chart);
+      this.root.append(card);
+      this.charts.set(metric, chart);
     }
-    return charts.get(metric);
+    return this.charts.get(metric);
   }
 
-  function onPick(metric, on) {
-    if (on) chosen.add(metric);
-    else chosen.delete(metric);
-    replaceQuery("/compare", { ids: ids.join(","), metrics: [...chosen].join(",") });
-    drawCharts().catch((error) => {
-      if (!isAbort(error)) grid.prepend(errorBox(errorMessage(error)));
-    });
+  destroy() {
+    for (const chart of this.charts.values()) chart.destroy();
   }
-
-  await load();
-  ctx.poll(5000, async () => {
-    if (jobs.some((j) => !j.error && isActive(j.status))) await load();
-  });
 }
 
 function parseIds(text) {
