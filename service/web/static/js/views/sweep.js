@@ -34,23 +34,94 @@ const CURVE_POINTS = 400; // per cell, for the overlaid curves
 
 export async function render(ctx) {
   const id = Number(ctx.params[0]);
-  let [sweep, table] = await Promise.all([
-    api(`/sweeps/${id}`, { signal: ctx.signal }),
-    api(`/sweeps/${id}/table`, { signal: ctx.signal }),
-  ]);
-  document.title = `Sweep #${id} ${sweep.name} · mmae`;
+  const data = await fetchSweep(id, ctx.signal);
+  document.title = `Sweep #${id} ${data.sweep.name} · mmae`;
   const state = {
-    x: ctx.query.get("x") ?? table.parameters[0] ?? "",
+    x: ctx.query.get("x") ?? data.table.parameters[0] ?? "",
     curve: ctx.query.get("curve") ?? "",
   };
-
+  const saveQuery = () => replaceQuery(`/sweeps/${id}`, { x: state.x, curve: state.curve });
   const retryButton = h(
     "button",
     { type: "button", class: "button", "data-action": "retry-failed" },
     "Retry failed cells",
   );
   retryButton.addEventListener("click", retryFailed);
-  const actions = [
+  const message = h("div", { class: "alerts" });
+  const facts = h("div", { class: "card facts-card" });
+  const cells = h("div");
+  const params = new ParamCharts(data, state, saveQuery);
+  const curves = new CellCurves(data, state, saveQuery, ctx.signal);
+  ctx.onCleanup(() => {
+    curves.destroy();
+    params.destroy();
+  });
+
+  replace(
+    ctx.root,
+    h(
+      "section",
+      { class: "sweep-page", "data-sweep-id": id },
+      pageHeader(`Sweep #${id} · ${data.sweep.name}`, ...sweepActions(id, data.sweep, retryButton)),
+      message,
+      facts,
+      pageSection("param-h", "Swept parameter vs final metrics", params.controls, params.grid),
+      pageSection("cells-h", "Cells", cells),
+      pageSection("curves-h", "Curves of all cells", curves.controls, curves.figure),
+    ),
+  );
+
+  function draw() {
+    replace(facts, sweepFacts(data.sweep));
+    retryButton.disabled = !(data.sweep.counts?.failed > 0);
+    retryButton.title = retryButton.disabled ? "No failed cells" : "";
+    replaceKeepingFocus(cells, cellTable(data.table));
+    params.draw();
+  }
+
+  async function retryFailed() {
+    retryButton.disabled = true;
+    try {
+      const result = await api(`/sweeps/${id}/retry-failed`, { method: "POST", signal: ctx.signal });
+      const text = retriedText(result.retried);
+      replace(message, h("div", { class: "notice success" }, text));
+      announce(text);
+      await reload();
+    } catch (error) {
+      if (!isAbort(error)) replace(message, errorBox(errorMessage(error)));
+    } finally {
+      retryButton.disabled = !(data.sweep.counts?.failed > 0);
+    }
+  }
+
+  async function reload() {
+    Object.assign(data, await fetchSweep(id, ctx.signal));
+    draw();
+  }
+
+  draw();
+  await curves.draw();
+  let ticks = 0;
+  ctx.poll(3000, async () => {
+    if (!data.table.rows.some((row) => isActive(row.status))) return;
+    await reload();
+    ticks += 1;
+    if (ticks % 3 === 0) await curves.draw();
+  });
+}
+
+/** The sweep and its cell table, as {sweep, table}. */
+async function fetchSweep(id, signal) {
+  const [sweep, table] = await Promise.all([
+    api(`/sweeps/${id}`, { signal }),
+    api(`/sweeps/${id}/table`, { signal }),
+  ]);
+  return { sweep, table };
+}
+
+/** The header's buttons: retry failed cells, the sweep's runs, its report, its MLflow experiment. */
+function sweepActions(id, sweep, retryButton) {
+  return [
     retryButton,
     h("a", { class: "button secondary", href: hashFor("/runs", { sweep_id: id }) }, "Runs"),
     h(
@@ -73,124 +144,117 @@ export async function render(ctx) {
         )
       : null,
   ].filter(Boolean);
-  const message = h("div", { class: "alerts" });
-  const facts = h("div", { class: "card facts-card" });
-  const paramControls = h("div", { class: "controls" });
-  const paramGrid = h("div", { class: "chart-grid" });
-  const cells = h("div");
-  const curveControls = h("div", { class: "controls" });
-  const curveBox = h("div", { class: "chart-box", "data-chart": "sweep-curves" });
-  const curveChart = new Chart(curveBox, { title: "Curves of all cells", emptyText: "No curves yet." });
-  const paramCharts = new Map();
-  ctx.onCleanup(() => {
-    curveChart.destroy();
-    for (const chart of paramCharts.values()) chart.destroy();
-  });
+}
 
-  replace(
-    ctx.root,
-    h(
-      "section",
-      { class: "sweep-page", "data-sweep-id": id },
-      pageHeader(`Sweep #${id} · ${sweep.name}`, ...actions),
-      message,
-      facts,
-      pageSection("param-h", "Swept parameter vs final metrics", paramControls, paramGrid),
-      pageSection("cells-h", "Cells", cells),
-      pageSection(
-        "curves-h",
-        "Curves of all cells",
-        curveControls,
-        h("figure", { class: "card chart-card wide" }, curveBox),
-      ),
-    ),
-  );
+/** What "Retry failed cells" did, from the job ids it retried. */
+function retriedText(retried) {
+  const n = retried?.length ?? 0;
+  return n
+    ? `Retried ${n} failed cell${n === 1 ? "" : "s"}: ${retried.map((j) => `#${j}`).join(", ")}.`
+    : "No failed cells to retry.";
+}
 
-  function draw() {
-    replace(facts, sweepFacts(sweep));
-    retryButton.disabled = !(sweep.counts?.failed > 0);
-    retryButton.title = retryButton.disabled ? "No failed cells" : "";
-    replaceKeepingFocus(cells, cellTable(table));
-    drawParamCharts();
+/** "Swept parameter vs final metrics": one chart per final metric, against the parameter chosen above. */
+class ParamCharts {
+  constructor(data, state, saveQuery) {
+    this.data = data;
+    this.state = state;
+    this.saveQuery = saveQuery;
+    this.controls = h("div", { class: "controls" });
+    this.grid = h("div", { class: "chart-grid" });
+    this.charts = new Map();
   }
 
-  function drawParamCharts() {
+  draw() {
+    const { sweep, table } = this.data;
     if (!table.parameters.length) {
-      replace(paramGrid, h("p", { class: "muted" }, "This sweep has no swept parameters."));
+      replace(this.grid, h("p", { class: "muted" }, "This sweep has no swept parameters."));
       return;
     }
-    if (!paramControls.childElementCount && table.parameters.length > 1) {
-      paramControls.append(
-        selectField("Parameter on the x axis", table.parameters, state.x, (value) => {
-          state.x = value;
-          saveQuery();
-          for (const chart of paramCharts.values()) chart.destroy();
-          paramCharts.clear();
-          paramGrid.replaceChildren();
-          drawParamCharts();
-        }),
+    if (!this.controls.childElementCount && table.parameters.length > 1) {
+      this.controls.append(
+        selectField("Parameter on the x axis", table.parameters, this.state.x, (value) => this.setX(value)),
       );
     }
     const metrics = finalMetricsOf(table);
     if (!metrics.length) {
-      replace(paramGrid, h("p", { class: "muted" }, "No final metrics yet: points appear as cells finish."));
+      replace(this.grid, h("p", { class: "muted" }, "No final metrics yet: points appear as cells finish."));
       return;
     }
-    paramGrid.querySelector(":scope > p")?.remove();
+    this.grid.querySelector(":scope > p")?.remove();
     for (const metric of metrics) {
-      const plot = paramPlot(table, state.x, metric, sweep.parameters?.[state.x]);
-      if (!paramCharts.has(metric)) {
-        const { card, chart } = chartCard(
-          `${metricLabel(metric)} vs ${state.x}`,
-          { "data-chart": `param-${metric}`, "data-metric": metric },
-          {
-            title: `${metricLabel(metric)} against ${state.x}`,
-            xLabel: state.x,
-            percent: isAccuracy(metric),
-            points: true,
-            emptyText: "No finished cells yet.",
-          },
-        );
-        paramGrid.append(card);
-        paramCharts.set(metric, chart);
-      }
-      const chart = paramCharts.get(metric);
+      const plot = paramPlot(table, this.state.x, metric, sweep.parameters?.[this.state.x]);
+      const chart = this.chartFor(metric);
       chart.configure({ lines: plot.lines, xLog: plot.xLog, xCategories: plot.categories });
       chart.setSeries(plot.series);
     }
   }
 
-  async function drawCurves() {
+  /** Another parameter on the x axis: every chart is drawn anew. */
+  setX(value) {
+    this.state.x = value;
+    this.saveQuery();
+    this.destroy();
+    this.charts.clear();
+    this.grid.replaceChildren();
+    this.draw();
+  }
+
+  chartFor(metric) {
+    if (!this.charts.has(metric)) {
+      const x = this.state.x;
+      const { card, chart } = chartCard(
+        `${metricLabel(metric)} vs ${x}`,
+        { "data-chart": `param-${metric}`, "data-metric": metric },
+        {
+          title: `${metricLabel(metric)} against ${x}`,
+          xLabel: x,
+          percent: isAccuracy(metric),
+          points: true,
+          emptyText: "No finished cells yet.",
+        },
+      );
+      this.grid.append(card);
+      this.charts.set(metric, chart);
+    }
+    return this.charts.get(metric);
+  }
+
+  destroy() {
+    for (const chart of this.charts.values()) chart.destroy();
+  }
+}
+
+/** "Curves of all cells": every cell's curve of one chosen metric, overlaid on one chart. */
+class CellCurves {
+  constructor(data, state, saveQuery, signal) {
+    this.data = data;
+    this.state = state;
+    this.saveQuery = saveQuery;
+    this.signal = signal;
+    this.controls = h("div", { class: "controls" });
+    const box = h("div", { class: "chart-box", "data-chart": "sweep-curves" });
+    this.chart = new Chart(box, { title: "Curves of all cells", emptyText: "No curves yet." });
+    this.figure = h("figure", { class: "card chart-card wide" }, box);
+  }
+
+  async draw() {
     const available = HEADLINE_METRICS;
-    if (!curveControls.childElementCount) {
-      curveControls.append(
+    if (!this.controls.childElementCount) {
+      this.controls.append(
         selectField(
           "Metric",
           available,
-          state.curve || available[0],
-          (value) => {
-            state.curve = value;
-            saveQuery();
-            drawCurves();
-          },
+          this.state.curve || available[0],
+          (value) => this.setMetric(value),
           metricLabel,
         ),
       );
     }
-    const metric = state.curve || available[0];
-    const rows = table.rows;
-    const results = await mapLimit(rows, 4, (row) =>
-      api(`/jobs/${row.job_id}/metrics`, {
-        query: { names: metric, max_points: CURVE_POINTS },
-        signal: ctx.signal,
-      })
-        .then((data) => data.series?.[metric])
-        .catch((error) => {
-          if (isAbort(error)) throw error;
-          return null;
-        }),
-    );
-    const series = rows
+    const metric = this.state.curve || available[0];
+    const { table } = this.data;
+    const results = await mapLimit(table.rows, 4, (row) => cellSeries(row.job_id, metric, this.signal));
+    const series = table.rows
       .map((row, i) => ({ row, s: results[i] }))
       .filter(({ s }) => s && s.steps.length)
       .map(({ row, s }, i) => ({
@@ -199,53 +263,33 @@ export async function render(ctx) {
         ys: s.values,
         color: seriesColor(i),
       }));
-    curveChart.configure({
+    this.chart.configure({
       percent: isAccuracy(metric),
       legend: series.length <= 12,
       title: `${metricLabel(metric)} of every cell`,
     });
-    curveChart.setSeries(series);
+    this.chart.setSeries(series);
   }
 
-  async function retryFailed() {
-    retryButton.disabled = true;
-    try {
-      const result = await api(`/sweeps/${id}/retry-failed`, { method: "POST", signal: ctx.signal });
-      const n = result.retried?.length ?? 0;
-      const text = n
-        ? `Retried ${n} failed cell${n === 1 ? "" : "s"}: ${result.retried.map((j) => `#${j}`).join(", ")}.`
-        : "No failed cells to retry.";
-      replace(message, h("div", { class: "notice success" }, text));
-      announce(text);
-      await reload();
-    } catch (error) {
-      if (!isAbort(error)) replace(message, errorBox(errorMessage(error)));
-    } finally {
-      retryButton.disabled = !(sweep.counts?.failed > 0);
-    }
+  setMetric(value) {
+    this.state.curve = value;
+    this.saveQuery();
+    this.draw();
   }
 
-  async function reload() {
-    [sweep, table] = await Promise.all([
-      api(`/sweeps/${id}`, { signal: ctx.signal }),
-      api(`/sweeps/${id}/table`, { signal: ctx.signal }),
-    ]);
-    draw();
+  destroy() {
+    this.chart.destroy();
   }
+}
 
-  function saveQuery() {
-    replaceQuery(`/sweeps/${id}`, { x: state.x, curve: state.curve });
-  }
-
-  draw();
-  await drawCurves();
-  let ticks = 0;
-  ctx.poll(3000, async () => {
-    if (!table.rows.some((row) => isActive(row.status))) return;
-    await reload();
-    ticks += 1;
-    if (ticks % 3 === 0) await drawCurves();
-  });
+/** One cell's downsampled series of `metric`, or null when it cannot be read. */
+function cellSeries(jobId, metric, signal) {
+  return api(`/jobs/${jobId}/metrics`, { query: { names: metric, max_points: CURVE_POINTS }, signal })
+    .then((data) => data.series?.[metric])
+    .catch((error) => {
+      if (isAbort(error)) throw error;
+      return null;
+    });
 }
 
 function sweepFacts(sweep) {
