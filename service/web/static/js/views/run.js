@@ -34,85 +34,36 @@ export async function render(ctx) {
   const id = Number(ctx.params[0]);
   let job = await api(`/jobs/${id}`, { signal: ctx.signal });
   const store = new SeriesStore();
-
-  const page = h("section", { class: "run-page", "data-job-id": id });
-  const header = h("div");
-  const alerts = h("div", { class: "alerts" });
-  const facts = h("div", { class: "card facts-card" });
-  const charts = new ChartGrid();
-  const finals = h("div");
-  const config = h("div");
-  const attempts = h("div");
-  const logs = new LogPanel(id, ctx);
-
-  replace(
-    ctx.root,
-    append(page, [
-      header,
-      alerts,
-      facts,
-      pageSection("charts-h", "Curves", charts.root),
-      pageSection("final-h", "Final metrics", finals),
-      pageSection("config-h", "Config", config),
-      pageSection("attempts-h", "Attempts", attempts),
-      pageSection("logs-h", "Logs", logs.root),
-    ]),
-  );
+  const sections = new RunSections(id, ctx);
+  const { charts, logs } = sections;
+  replace(ctx.root, sections.root);
   ctx.onCleanup(() => charts.destroy());
 
   function show(next, { announceStatus = false } = {}) {
     const previous = job?.status;
     job = next;
-    document.title = `#${job.id} ${job.name ?? ""} · mmae`;
-    page.dataset.jobStatus = job.status;
-    const focused = header.contains(document.activeElement) ? document.activeElement : null;
-    replace(header, runHeader(job, { onCancel: cancel, onRetry: retry }));
-    if (focused) {
-      const same =
-        focused.dataset.action && header.querySelector(`[data-action="${focused.dataset.action}"]`);
-      (same || header.querySelector("h1")).focus({ preventScroll: true });
-    }
-    replace(alerts, runAlerts(job));
-    replace(facts, runFacts(job));
-    replace(finals, finalMetrics(job.summary));
-    if (config.dataset.hash !== job.config_hash) {
-      config.dataset.hash = job.config_hash;
-      replace(config, configTable(job.config));
-    }
-    replace(attempts, attemptsTable(job.attempts ?? []));
-    charts.setThreshold(job.collapse);
+    sections.show(job, { onCancel: cancel, onRetry: () => act("retry") });
     if (announceStatus && previous !== job.status) announce(`Run ${job.id} is ${job.status}`);
   }
 
   async function cancel() {
     if (!window.confirm(`Cancel run #${job.id}? It stops after saving a checkpoint.`)) return;
-    try {
-      show(await api(`/jobs/${id}/cancel`, { method: "POST", signal: ctx.signal }), { announceStatus: true });
-      live.start();
-    } catch (error) {
-      if (!isAbort(error)) announceError(alerts, error);
-    }
+    await act("cancel");
   }
 
-  async function retry() {
+  /** POST the action ("cancel" or "retry"), show the job it answers with and follow it live. */
+  async function act(action) {
     try {
-      show(await api(`/jobs/${id}/retry`, { method: "POST", signal: ctx.signal }), { announceStatus: true });
+      const next = await api(`/jobs/${id}/${action}`, { method: "POST", signal: ctx.signal });
+      show(next, { announceStatus: true });
       live.start();
     } catch (error) {
-      if (!isAbort(error)) announceError(alerts, error);
+      if (!isAbort(error)) announceError(sections.alerts, error);
     }
   }
 
   async function loadSeries() {
-    const names = await api(`/jobs/${id}/metrics/names`, { signal: ctx.signal });
-    const wanted = CHARTED_METRICS.filter((name) => names.includes(name));
-    const data = wanted.length
-      ? await api(`/jobs/${id}/metrics`, {
-          query: { names: wanted.join(","), max_points: MAX_POINTS },
-          signal: ctx.signal,
-        })
-      : { series: {} };
-    store.reset(data.series);
+    store.reset(await fetchSeries(id, ctx.signal));
     charts.update(store);
   }
 
@@ -137,6 +88,69 @@ export async function render(ctx) {
   ctx.poll(5000, async () => {
     if (isActive(job.status)) await logs.refresh();
   });
+}
+
+/** The charted metrics the run has points of, downsampled by the API: {name: {steps, values}}. */
+async function fetchSeries(id, signal) {
+  const names = await api(`/jobs/${id}/metrics/names`, { signal });
+  const wanted = CHARTED_METRICS.filter((name) => names.includes(name));
+  if (!wanted.length) return {};
+  const data = await api(`/jobs/${id}/metrics`, {
+    query: { names: wanted.join(","), max_points: MAX_POINTS },
+    signal,
+  });
+  return data.series;
+}
+
+/** The page's sections, each redrawn from the job: header, alerts, facts, final metrics, config, attempts. */
+class RunSections {
+  constructor(id, ctx) {
+    this.header = h("div");
+    this.alerts = h("div", { class: "alerts" });
+    this.facts = h("div", { class: "card facts-card" });
+    this.charts = new ChartGrid();
+    this.finals = h("div");
+    this.config = h("div");
+    this.attempts = h("div");
+    this.logs = new LogPanel(id, ctx);
+    this.root = append(h("section", { class: "run-page", "data-job-id": id }), [
+      this.header,
+      this.alerts,
+      this.facts,
+      pageSection("charts-h", "Curves", this.charts.root),
+      pageSection("final-h", "Final metrics", this.finals),
+      pageSection("config-h", "Config", this.config),
+      pageSection("attempts-h", "Attempts", this.attempts),
+      pageSection("logs-h", "Logs", this.logs.root),
+    ]);
+  }
+
+  show(job, handlers) {
+    document.title = `#${job.id} ${job.name ?? ""} · mmae`;
+    this.root.dataset.jobStatus = job.status;
+    this.showHeader(runHeader(job, handlers));
+    replace(this.alerts, runAlerts(job));
+    replace(this.facts, runFacts(job));
+    replace(this.finals, finalMetrics(job.summary));
+    if (this.config.dataset.hash !== job.config_hash) {
+      this.config.dataset.hash = job.config_hash;
+      replace(this.config, configTable(job.config));
+    }
+    replace(this.attempts, attemptsTable(job.attempts ?? []));
+    this.charts.setThreshold(job.collapse);
+  }
+
+  /** Focus that was in the header moves to the new header's same action, or else to its heading. */
+  showHeader(next) {
+    const header = this.header;
+    const focused = header.contains(document.activeElement) ? document.activeElement : null;
+    replace(header, next);
+    if (focused) {
+      const same =
+        focused.dataset.action && header.querySelector(`[data-action="${focused.dataset.action}"]`);
+      (same || header.querySelector("h1")).focus({ preventScroll: true });
+    }
+  }
 }
 
 function announceError(container, error) {
