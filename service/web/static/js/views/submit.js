@@ -34,47 +34,25 @@ export async function render(ctx) {
     key: idempotencyKey(),
   };
 
-  const kindGroup = h(
-    "fieldset",
-    { class: "kind-choice" },
-    h("legend", {}, "Start a"),
-    ["job", "sweep"].map((kind) => {
-      const id = `kind-${kind}`;
-      return h(
-        "span",
-        { class: "radio" },
-        h("input", {
-          type: "radio",
-          name: "kind",
-          id,
-          value: kind,
-          checked: state.kind === kind,
-          onchange: () => setKind(kind),
-        }),
-        h("label", { for: id }, kind === "job" ? "Job" : "Sweep"),
-      );
-    }),
-  );
-  const exampleId = "submit-example";
-  const exampleSelect = h("select", { id: exampleId, onchange: (event) => setExample(event.target.value) });
-  const exampleField = h(
-    "div",
-    { class: "field" },
-    h("label", { for: exampleId }, "Start from"),
-    exampleSelect,
-  );
+  const exampleSelect = h("select", {
+    id: "submit-example",
+    onchange: (event) => setExample(event.target.value),
+  });
   const dynamic = h("div", { class: "dynamic" });
   const submitButton = h("button", { type: "submit", class: "button" }, "Start");
   const status = h("div", { class: "form-status" });
   const form = h(
     "form",
     { id: "submit-form", class: "submit-form", novalidate: true },
-    h("div", { class: "card form-top" }, kindGroup, exampleField),
+    h("div", { class: "card form-top" }, kindChoice(state.kind, setKind), exampleField(exampleSelect)),
     dynamic,
     status,
     h("div", { class: "form-actions" }, submitButton),
   );
-  form.addEventListener("submit", onSubmit);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submit(form, state, { status, submitButton }, ctx.signal);
+  });
   replace(ctx.root, pageHeader(clone ? `Clone run #${clone.id}` : "Submit"), form);
 
   function setKind(kind) {
@@ -110,36 +88,68 @@ export async function render(ctx) {
     state.key = idempotencyKey();
   }
 
-  async function onSubmit(event) {
-    event.preventDefault();
-    clearErrors(form);
-    replace(status);
-    const isJob = state.kind === "job";
-    const body = isJob ? readJob(form) : readSweep(form);
-    submitButton.disabled = true;
-    try {
-      const created = await api(isJob ? "/jobs" : "/sweeps", {
-        method: "POST",
-        body,
-        headers: { "Idempotency-Key": state.key },
-        signal: ctx.signal,
-      });
-      announce(`${isJob ? "Job" : "Sweep"} #${created.id} started`);
-      navigate(isJob ? `/runs/${created.id}` : `/sweeps/${created.id}`);
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 422 && error.fieldErrors.length) {
-        const n = showErrors(form, error.fieldErrors);
-        announce(`${n} problem${n === 1 ? "" : "s"} to fix`);
-      } else if (error?.name !== "AbortError") {
-        replace(status, errorBox(errorMessage(error)));
-        status.querySelector("[role=alert]")?.focus?.();
-      }
-    } finally {
-      submitButton.disabled = false;
-    }
-  }
-
   build();
+}
+
+/** "Start a job / a sweep" as two radio buttons. */
+function kindChoice(current, onChange) {
+  return h(
+    "fieldset",
+    { class: "kind-choice" },
+    h("legend", {}, "Start a"),
+    ["job", "sweep"].map((kind) => {
+      const id = `kind-${kind}`;
+      return h(
+        "span",
+        { class: "radio" },
+        h("input", {
+          type: "radio",
+          name: "kind",
+          id,
+          value: kind,
+          checked: current === kind,
+          onchange: () => onChange(kind),
+        }),
+        h("label", { for: id }, kind === "job" ? "Job" : "Sweep"),
+      );
+    }),
+  );
+}
+
+function exampleField(select) {
+  return h("div", { class: "field" }, h("label", { for: select.id }, "Start from"), select);
+}
+
+/**
+ * POST the form as a job or a sweep under the form's idempotency key; on success open its page, on a 422
+ * show each error beside the field it names.
+ */
+async function submit(form, { kind, key }, { status, submitButton }, signal) {
+  clearErrors(form);
+  replace(status);
+  const isJob = kind === "job";
+  const body = isJob ? readJob(form) : readSweep(form);
+  submitButton.disabled = true;
+  try {
+    const created = await api(isJob ? "/jobs" : "/sweeps", {
+      method: "POST",
+      body,
+      headers: { "Idempotency-Key": key },
+      signal,
+    });
+    announce(`${isJob ? "Job" : "Sweep"} #${created.id} started`);
+    navigate(isJob ? `/runs/${created.id}` : `/sweeps/${created.id}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 422 && error.fieldErrors.length) {
+      const n = showErrors(form, error.fieldErrors);
+      announce(`${n} problem${n === 1 ? "" : "s"} to fix`);
+    } else if (error?.name !== "AbortError") {
+      replace(status, errorBox(errorMessage(error)));
+      status.querySelector("[role=alert]")?.focus?.();
+    }
+  } finally {
+    submitButton.disabled = false;
+  }
 }
 
 /** An example's body as a request body: a job example may be a bare TrainConfig. */
