@@ -9,13 +9,13 @@ One JSON object per line, flushed as written, so the file can be tailed while tr
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mmae.callbacks import Callback, RunInfo, TrainResult
+from mmae.finite import finite_or_none
 
 
 class MetricsFile(Callback):
@@ -34,9 +34,7 @@ class MetricsFile(Callback):
         self._write({"step": info.start_step, "status": "started", "run": asdict(info)})
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        # JSON has no NaN/inf: write them as null.
-        clean = {name: (value if math.isfinite(value) else None) for name, value in metrics.items()}
-        self._write({"step": step, "metrics": clean})
+        self._write({"step": step, "metrics": {name: finite_or_none(value) for name, value in metrics.items()}})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self._write({"step": step, "checkpoint": str(path)})

@@ -6,7 +6,6 @@ service maps them into its ORM (``service.store.models``) and reads them; only w
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +20,8 @@ from sqlalchemy import (
     String,
     Table,
 )
+
+from mmae.finite import finite_or_none
 
 metadata = MetaData(
     naming_convention={
@@ -66,7 +67,7 @@ def json_finite(value: Any) -> Any:
     """``value`` with every NaN or infinity (at any depth) replaced by None: JSON has no spelling for them,
     and PostgreSQL's json type rejects the ``NaN`` Python would write."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return finite_or_none(value)
     if isinstance(value, dict):
         return {key: json_finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

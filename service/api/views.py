@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import Row
 
+from mmae.finite import finite_numbers, finite_or_none
 from service.schemas import (
     AttemptOut,
     Collapse,
@@ -20,7 +20,7 @@ from service.schemas import (
     SweepTable,
 )
 from service.settings import Settings
-from service.store.downsample import json_safe, min_max_downsample
+from service.store.downsample import min_max_downsample
 from service.store.job_queries import NewestRanks, ProgressRow
 from service.store.models import AttemptProgress, Job, Sweep
 from service.store.series import SeriesData
@@ -28,15 +28,6 @@ from service.store.states import JobStatus
 
 # Shown in the sweep table for cells still running (finished cells show their summary).
 LIVE_METRICS: tuple[str, ...] = ("train/loss", "info/erank", "probe/online_top1")
-def finite(values: dict[str, Any] | None) -> dict[str, float | None]:
-    """Numbers only, NaN/inf as None (JSON cannot carry them)."""
-    clean: dict[str, float | None] = {}
-    for name, value in (values or {}).items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            clean[name] = float(value) if math.isfinite(value) else None
-    return clean
-
-
 def mlflow_url(settings: Settings, run_id: str | None) -> str | None:
     if not run_id or not settings.mlflow_ui_url:
         return None
@@ -79,7 +70,7 @@ def collapse_of(progress: AttemptProgress | ProgressRow | None, ranks: NewestRan
     run_info = (progress.run_info or {}) if progress is not None else {}
     batch, dim = run_info.get("batch_size"), run_info.get("feature_dim")
     bound = min(batch - 1, dim) if batch and dim else None
-    erank, centered = (value if value is not None and math.isfinite(value) else None for value in ranks)
+    erank, centered = (finite_or_none(value) for value in ranks)
     facts = Collapse(
         erank=erank, erank_centered=centered, batch_size=batch, feature_dim=dim, rank_bound=bound, fraction=fraction
     )
@@ -113,7 +104,7 @@ def _summary_fields(
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "progress": progress_of(job, progress),
-        "summary": finite(summary),
+        "summary": finite_numbers(summary),
         "error": job.error,
         "mlflow_run_id": job.mlflow_run_id,
         "mlflow_url": mlflow_url(settings, job.mlflow_run_id),
@@ -145,7 +136,7 @@ def series_out(data: SeriesData, max_points: int | None = None) -> Series:
     steps, values = data.steps, data.values
     if max_points is not None:
         steps, values = min_max_downsample(steps, values, max_points)
-    return Series(steps=steps, values=json_safe(values))
+    return Series(steps=steps, values=[finite_or_none(value) for value in values])
 
 
 def sweep_table(
@@ -159,7 +150,7 @@ def sweep_table(
             params=job.cell_params or {},
             status=job.status,
             progress=progress_of(job, progress.get(job.id)),
-            metrics=finite(live.get(job.id, {}) | (job.summary or {})),
+            metrics=finite_numbers(live.get(job.id, {}) | (job.summary or {})),
         )
         for job in jobs
     ]

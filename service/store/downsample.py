@@ -7,8 +7,6 @@ extremes (they are some bucket's min or max) and the output is a subsequence of 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 MIN_POINTS = 4  # first + last + at least one bucket's min and max
@@ -47,8 +45,3 @@ def _first_in_bucket(hit: np.ndarray, bucket: np.ndarray) -> np.ndarray:
     index = np.flatnonzero(hit)
     _, first = np.unique(bucket[index], return_index=True)
     return index[first]
-
-
-def json_safe(values: list[float]) -> list[float | None]:
-    """NaN and infinities as None: JSON has no spelling for them."""
-    return [value if math.isfinite(value) else None for value in values]

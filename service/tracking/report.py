@@ -17,7 +17,6 @@ Every user-provided string (names, tags, parameter values, errors) is HTML-escap
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from mmae import paper_numbers as paper
 from mmae.config import NATIVE_IMAGE_SIZE
+from mmae.finite import finite_or_none
 from service.store.series import SeriesData
 
 SEED = "seed"
@@ -152,7 +152,7 @@ def groups(report: SweepReport) -> dict[tuple[Any, ...], list[ReportCell]]:
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float | None, int] | None:
     """Mean, sample standard deviation (None for one value) and count of the finite ``values``."""
-    finite = [value for value in values if value is not None and math.isfinite(value)]
+    finite = [value for value in map(finite_or_none, values) if value is not None]
     if not finite:
         return None
     spread = statistics.stdev(finite) if len(finite) > 1 else None
@@ -319,7 +319,7 @@ def line_chart(metric: str, cells: Sequence[ReportCell]) -> str:
 
 
 def _finite_points(series: SeriesData) -> list[tuple[float, float]]:
-    return [(x, y) for x, y in zip(series.steps, series.values, strict=True) if y is not None and math.isfinite(y)]
+    return [(x, y) for x, y in zip(series.steps, series.values, strict=True) if finite_or_none(y) is not None]
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ downsampled like the web page's (``series_out``'s min/max buckets).
 from __future__ import annotations
 
 import logging
-import math
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mmae.finite import finite_numbers
 from service.store.downsample import min_max_downsample
 from service.store.job_queries import get_sweep
 from service.store.models import Job, Sweep
@@ -43,7 +43,7 @@ def gather(session: Session, sweep: Sweep) -> SweepReport:
             status=str(job.status),
             params=job.cell_params or {},
             config=job.config or {},
-            finals=_numbers(live.get(job.id, {}) | (job.summary or {})),
+            finals=finite_numbers(live.get(job.id, {}) | (job.summary or {})),
             series=_curves(session, job.id) if index < MAX_CURVE_CELLS else {},
         )
         for index, job in enumerate(jobs)
@@ -57,14 +57,6 @@ def gather(session: Session, sweep: Sweep) -> SweepReport:
         cells=cells,
         curves_left_out=max(0, len(jobs) - MAX_CURVE_CELLS),
     )
-
-
-def _numbers(values: dict[str, object]) -> dict[str, float | None]:
-    return {
-        name: float(value) if math.isfinite(value) else None
-        for name, value in values.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
 
 
 def _curves(session: Session, job_id: int) -> dict[str, SeriesData]:
