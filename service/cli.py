@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from mmae.cli import EXIT_USAGE, CliError, add_train_commands, guard_cli_errors, load_config
 from service.client import ApiClient, ApiError
 from service.examples import ExampleError, sweep_body
+from service.store.states import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 EXIT_FAILED = 1
-TERMINAL = ("succeeded", "failed", "cancelled")
 POLL_S = 1.0
 KEEP_ALIVE_S = 75
 MAX_TOKEN_DAYS = 3650
@@ -232,7 +232,7 @@ def wait_for_job(client: ApiClient, job_id: int) -> int:
 
 
 def report_job(job: dict[str, Any]) -> int:
-    if job["status"] != "succeeded":
+    if job["status"] != JobStatus.SUCCEEDED:
         reason = (job.get("error") or "").strip().splitlines()
         print(f"job {job['id']} {job['status']}" + (f": {reason[0]}" if reason else ""), file=sys.stderr)
         return EXIT_FAILED
@@ -258,7 +258,7 @@ def wait_for_sweep(client: ApiClient, sweep_id: int) -> int:
             if bar.n >= sweep["total"]:
                 break
             time.sleep(POLL_S)
-    succeeded = counts.get("succeeded", 0)
+    succeeded = counts.get(JobStatus.SUCCEEDED, 0)
     print(f"sweep {sweep_id}: {succeeded}/{sweep['total']} cells succeeded")
     return 0 if succeeded == sweep["total"] else EXIT_FAILED
 
