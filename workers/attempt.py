@@ -20,6 +20,7 @@ import torch
 from sqlalchemy import Engine, column, select, table
 
 from mmae.callbacks import Callback, RunInfo
+from workers.credentials import MLFLOW_URI_ENV, with_node_password
 from workers.reporter import Reporter, read_series
 from workers.spec import EXIT_PERMANENT, AttemptSpec
 from workers.storage import CheckpointUploader, open_run_storage
@@ -77,7 +78,9 @@ def job_run(engine: Engine, spec: AttemptSpec) -> RunTracker | None:
         return None
     with engine.connect() as connection:
         run_id = connection.execute(select(_jobs.c.mlflow_run_id).where(_jobs.c.id == spec.job_id)).scalar()
-    return None if run_id is None else RunTracker(spec.mlflow_tracking_uri, run_id)
+    if run_id is None:
+        return None
+    return RunTracker(with_node_password(spec.mlflow_tracking_uri, MLFLOW_URI_ENV), run_id)
 
 
 def use_allocated_threads(spec: AttemptSpec) -> None:

@@ -47,6 +47,7 @@ from sqlalchemy import (
 
 from mmae.callbacks import Callback, RunInfo, TrainResult
 from workers.background import Flusher
+from workers.credentials import DATABASE_URL_ENV, with_node_password
 from workers.fence import check_current
 from workers.tables import attempt_progress, json_finite, metric_points
 from workers.tracking import RunTracker, Series
@@ -55,9 +56,10 @@ log = logging.getLogger(__name__)
 
 
 def connect(database_url: str) -> Engine:
-    """Engine for the worker's short writes (SQLite waits up to 30 s for the writer lock). Up to four
-    threads use it at once: the lifeline, the reporter's SQL writer and MLflow sender, the training thread
-    (the checkpoint fence)."""
+    """Engine for the worker's short writes to the spec's ``database_url`` (its password from the node,
+    ``workers.credentials``; SQLite waits up to 30 s for the writer lock). Up to four threads use it at
+    once: the lifeline, the reporter's SQL writer and MLflow sender, the training thread (the fence)."""
+    database_url = with_node_password(database_url, DATABASE_URL_ENV)
     if database_url.startswith("sqlite"):
         return create_engine(database_url, connect_args={"timeout": 30})
     return create_engine(database_url, pool_pre_ping=True, pool_size=2, max_overflow=2)

@@ -18,6 +18,7 @@ from service.cluster.ray_client import RayBusy, RayClient
 from service.settings import Settings
 from service.store.models import Attempt, Job
 from service.store.states import AttemptStatus, JobStatus, check_transition
+from workers.credentials import without_password
 from workers.spec import AttemptSpec
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,17 @@ def submit(session: Session, job: Job, attempt: Attempt, ray: RayClient, setting
 
 
 def attempt_spec(settings: Settings, job: Job, attempt: Attempt) -> AttemptSpec:
-    """What the attempt's worker needs: the validated config, where its run lives, how it scales."""
+    """What the attempt's worker needs: the validated config, where its run lives, how it scales. No
+    password: the spec is readable through Ray's Jobs API, and workers take theirs from their node
+    (``workers.credentials``)."""
     return AttemptSpec(
         attempt_id=attempt.id,
         job_id=job.id,
         config=TrainConfig.model_validate(job.config),
         storage_uri=settings.resolved_storage_uri,
         run_name=run_name(job),
-        database_url=settings.resolved_database_url,
-        mlflow_tracking_uri=settings.resolved_mlflow_uri,
+        database_url=without_password(settings.resolved_database_url),
+        mlflow_tracking_uri=without_password(settings.resolved_mlflow_uri),
         heartbeat_interval_s=settings.heartbeat_interval_s,
         scaling=job.scaling,
     )

@@ -103,7 +103,8 @@ def test_a_proper_env_resolves_and_every_service_gets_its_secret(tmp_path: Path)
         assert stack[name]["environment"]["RAY_AUTH_TOKEN"] == token, name
         assert stack[name]["environment"]["RAY_AUTH_MODE"] == "token", name
     assert stack["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
-    assert stack["api"]["environment"]["MMAE_DATABASE_URL"] == f"postgresql+psycopg://mmae:{password}@postgres:5432/mmae"
+    for name in (*RAY_NODES, "api"):  # a worker's spec names the database without its password
+        assert stack[name]["environment"]["MMAE_DATABASE_URL"] == f"postgresql+psycopg://mmae:{password}@postgres:5432/mmae"
     mlflow = stack["mlflow"]
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith(f":{password}@postgres:5432/mlflow")
     assert not any(password in part for part in mlflow["command"])  # never on a command line (ps, inspect)
