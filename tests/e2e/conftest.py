@@ -14,20 +14,10 @@ from fastapi.testclient import TestClient
 from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
 from service.settings import Settings
+from tests.tiny_config import tiny
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-# ~30 optimizer steps on digits with a one-block ViT: a few seconds of training per job.
-TINY: dict[str, Any] = {
-    "method": "mmae",
-    "steps": 30,
-    "checkpoint_every": 10,
-    "device": "cpu",
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "monitor": {"every": 5},
-    "eval": {"linear_epochs": 2},
-}
+# The shared tiny run, 30 steps on the CPU: a few seconds of training per job.
+TINY: dict[str, Any] = tiny(steps=30, device="cpu")
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from service.cluster.ray_head import auth_headers
 from service.settings import Settings
-from tests.e2e.conftest import TERMINAL, wait_until
+from service.store.states import TERMINAL
+from tests.e2e.conftest import TINY, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -25,12 +26,7 @@ TWO_WORKERS = {"workers": 2, "num_cpus": 1, "placement": "spread"}
 
 
 def config(steps: int) -> dict[str, Any]:
-    return {
-        "method": "mmae", "steps": steps, "checkpoint_every": 10, "device": "cpu",
-        "data": {"dataset": "digits", "batch_size": 64},
-        "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-        "monitor": {"every": 5}, "eval": {"linear_epochs": 2},
-    }
+    return TINY | {"steps": steps}
 
 
 def job_of(api: TestClient, job_id: int) -> dict[str, Any]:

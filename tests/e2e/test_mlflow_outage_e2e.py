@@ -2,8 +2,9 @@
 the API shuts down at once; once MLflow is back (an API started against it, on the same database), the
 job's run is back-filled from SQL: status, params and every metric point (issue 10, finding 3).
 
-"Unreachable" is the worst kind: a port that accepts connections and never answers (before the fix one
-MLflow call against such a server took 247 s, inline in the scheduler loop).
+"Unreachable" is the worst kind: a port that accepts connections and never answers (with MLflow's
+default timeout and retries one call against such a server took 247 s, which is why no MLflow call runs in
+the scheduler loop and each gives up after 5 s).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from service.auth import ADMIN_TOKEN_FILE
 from service.settings import Settings
 from service.store.db import make_engine
 from service.store.models import AttemptProgress
-from tests.e2e.conftest import TERMINAL, TINY, wait_until
+from service.store.states import TERMINAL
+from tests.e2e.conftest import TINY, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # What the control plane may add to a job's own time: reconcile intervals, and Ray starting and reaping
-# the worker on a loaded 2-core CI box (12 s seen). Without the fix one inline MLflow call took 247 s.
+# the worker on a loaded 2-core CI box (12 s seen). With MLflow's defaults one call took 247 s.
 PROMPT_S = 30.0
 
 

@@ -1,4 +1,4 @@
-"""The issue's end-to-end checks over REST: a digits M-MAE job, a 3-cell mu sweep, cancel within 10 s,
+"""The control plane end to end over REST: a digits M-MAE job, a 3-cell mu sweep, cancel within 10 s,
 and an API process killed mid-run (the job still finishes, recorded once)."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from mlflow import MlflowClient
 
 from service.auth import ADMIN_TOKEN_FILE
 from service.settings import Settings
-from tests.e2e.conftest import TERMINAL, TINY, wait_until
+from service.store.states import TERMINAL
+from tests.e2e.conftest import TINY, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,22 +8,19 @@ from typing import Any
 import pytest
 
 from mmae.config import TrainConfig, apply_overrides
+from tests.tiny_config import tiny
 
-TINY: dict[str, Any] = {
-    "steps": 20,
-    "checkpoint_every": 10,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {
-        "depth": 2,
-        "decoder_dim": 64,
-        "decoder_depth": 1,
-        "projector_hidden_dim": 128,
-        "projector_dim": 64,
-        "predictor_hidden_dim": 128,
-    },
-    "optim": {"warmup_steps": 5},
-    "monitor": {"every": 5},
-    "eval": {"enabled": False, "linear_epochs": 5},
+# The training tests' run is the shared tiny one with two encoder blocks, a wider decoder, small heads for
+# the Siamese methods, a short warmup and no final evaluation (tests that want it turn it on).
+TRAINING: dict[str, Any] = {
+    "model.depth": 2,
+    "model.decoder_dim": 64,
+    "model.projector_hidden_dim": 128,
+    "model.projector_dim": 64,
+    "model.predictor_hidden_dim": 128,
+    "optim.warmup_steps": 5,
+    "eval.enabled": False,
+    "eval.linear_epochs": 5,
 }
 
 
@@ -32,6 +29,6 @@ def tiny_config() -> Callable[..., TrainConfig]:
     """Factory: ``tiny_config("mmae", **{"loss.tcr_lambda": 1.0})`` -> a 20-step digits config."""
 
     def make(method: str = "mmae", **overrides: Any) -> TrainConfig:
-        return apply_overrides(TrainConfig.model_validate({**TINY, "method": method}), overrides)
+        return apply_overrides(TrainConfig.model_validate(tiny(method=method, **TRAINING)), overrides)
 
     return make

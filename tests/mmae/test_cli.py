@@ -13,22 +13,13 @@ import yaml
 
 from mmae.cli import add_train_commands, load_config, main, parse_overrides
 from mmae.metrics_file import read_metrics
-
-TINY_YAML = {
-    "method": "mmae",
-    "steps": 4,
-    "checkpoint_every": 2,
-    "data": {"batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "monitor": {"every": 2},
-    "eval": {"linear_epochs": 2},
-}
+from tests.tiny_config import tiny
 
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY_YAML))
+    path.write_text(yaml.safe_dump(tiny(steps=4, checkpoint_every=2, **{"monitor.every": 2})))
     return path
 
 

@@ -1,4 +1,5 @@
-"""API fixtures: an app on a real database (SQLite file or this session's PostgreSQL), no scheduler.
+"""API fixtures: an app on a real database (SQLite file or this session's PostgreSQL), no scheduler, and
+the ``mmae`` command run in-process against it.
 
 ``database_url`` is parametrized over both backends (``migrated_url`` in tests/conftest.py).
 """
@@ -14,15 +15,11 @@ from fastapi.testclient import TestClient
 
 from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
+from service.cli import main
 from service.settings import Settings
+from tests.tiny_config import TINY
 
-TINY_CONFIG: dict[str, Any] = {
-    "method": "mmae",
-    "steps": 30,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "eval": {"linear_epochs": 2},
-}
+Cli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
@@ -66,9 +63,27 @@ def submit(client: TestClient) -> Callable[..., dict[str, Any]]:
     """POST a tiny job (fields override the defaults) and return the created Job JSON."""
 
     def post(**fields: Any) -> dict[str, Any]:
-        body = {"config": TINY_CONFIG} | fields
+        body = {"config": TINY} | fields
         response = client.post("/api/jobs", json=body)
         assert response.status_code == 201, response.text
         return response.json()
 
     return post
+
+
+@pytest.fixture
+def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``mmae ARG...`` in this process: ``cli("status")`` -> (exit status, stdout, stderr). The token commands,
+    which talk to the database directly, find this test's (``MMAE_DATA_DIR``, ``MMAE_DATABASE_URL``)."""
+    monkeypatch.setenv("MMAE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("MMAE_DATABASE_URL", settings.resolved_database_url)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

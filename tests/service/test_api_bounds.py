@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.settings import DEFAULT_MAX_SWEEP_CELLS, Settings
-from tests.service.conftest import TINY_CONFIG
+from tests.tiny_config import TINY
 
 JSON = {"content-type": "application/json"}
 
@@ -25,7 +25,7 @@ def post_raw(client: TestClient, path: str, raw: str) -> list[dict[str, Any]]:
 
 
 def sweep_body(parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"name": "bounds", "base_config": TINY_CONFIG, "parameters": parameters} | extra
+    return {"name": "bounds", "base_config": TINY, "parameters": parameters} | extra
 
 
 SIZE_FIELDS = [

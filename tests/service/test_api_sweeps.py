@@ -11,11 +11,11 @@ from sqlalchemy import update
 
 from service.store.db import session_scope
 from service.store.models import AttemptProgress, Job
-from tests.service.conftest import TINY_CONFIG
+from tests.tiny_config import TINY
 
 MU_SWEEP: dict[str, Any] = {
     "name": "mu",
-    "base_config": TINY_CONFIG,
+    "base_config": TINY,
     "parameters": {"loss.mu": {"values": [0.5, 1, 3]}},
 }
 
@@ -65,7 +65,7 @@ def test_grid_is_the_cartesian_product_and_duplicates_collapse(client: TestClien
 def test_random_sweep_draws_within_the_distribution_reproducibly(client: TestClient) -> None:
     body = {
         "name": "rand",
-        "base_config": TINY_CONFIG,
+        "base_config": TINY,
         "strategy": "random",
         "num_samples": 6,
         "seed": 7,

@@ -10,22 +10,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
+import yaml
 from sqlalchemy import select
 
 from service.api.main import create_app
 from service.auth import ADMIN_TOKEN_FILE
-from service.cli import main
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory, session_scope
 from service.store.models import Job
+from tests.service.conftest import Cli
+from tests.tiny_config import tiny
 
 ROOT = Path(__file__).resolve().parents[2]
-Cli = Callable[..., tuple[int, str, str]]
 
 
 def free_port() -> int:
@@ -59,22 +60,9 @@ def api(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-@pytest.fixture
 def job_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text("method: mmae\nsteps: 20\nmodel:\n  depth: 1\ndata:\n  batch_size: 32\n")
+    path.write_text(yaml.safe_dump(tiny()))
     return path
 
 
@@ -130,7 +118,7 @@ def test_submit_asks_for_workers_each_with_its_cpus_and_gpus(
         (("submit", "{job}", "--workers", "0"), "resources.workers: Input should be greater than or equal to 1"),
         (
             ("submit", "{job}", "--workers", "3"),
-            "resources.workers: config.data.batch_size 32 is not divisible by resources.workers 3",
+            "resources.workers: config.data.batch_size 64 is not divisible by resources.workers 3",
         ),
         (("submit", "{job}", "--placement", "scatter"), "argument --placement: invalid choice: 'scatter'"),
         (("submit", "{job}", "--workers", "two"), "argument --workers: invalid int value: 'two'"),
@@ -210,11 +198,7 @@ def test_sweep_submits_the_example(api: str, cli: Cli) -> None:
     assert code == 0 and out.strip() == "sweep 1 (digits-mmae-mu): 3 cells", "resubmission is idempotent"
 
 
-def test_token_create_prints_a_working_token_once(
-    api: str, cli: Cli, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MMAE_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("MMAE_DATABASE_URL", settings.resolved_database_url)
+def test_token_create_prints_a_working_token_once(api: str, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = cli("token", "create", "ci-bot")
     token = out.strip()
     assert code == 0 and token.startswith("mmae_") and len(out.splitlines()) == 1

@@ -21,13 +21,15 @@ from service.scheduling.sweeps import expand
 from service.schemas import SweepCreate
 from service.settings import Settings
 from service.store.job_queries import NewestRanks, ProgressRow
+from tests.tiny_config import tiny
 
 FRACTION = Settings().collapse_fraction
 
-# Every shipped example (sweeps expanded), trained on this machine's CPU as its file says with the monitor of
-# this change (evaluation and the online probe off: they do not touch training): its batch B, monitored width
-# d, and the lowest info/erank_centered of any snapshot, the worst value the alarm would have judged. simclr,
-# spectral and the temperature sweep ran a complete 100-step schedule instead of 300 steps (CPU time).
+# Every shipped example (sweeps expanded), trained on this machine's CPU as its file says, with the information
+# monitor that measures info/erank_centered (evaluation and the online probe off: they do not touch training):
+# its batch B, monitored width d, and the lowest info/erank_centered of any snapshot, the worst value the alarm
+# would have judged. simclr, spectral and the temperature sweep ran a complete 100-step schedule instead of 300
+# steps (CPU time).
 EXAMPLE_RUNS: dict[str, tuple[int, int, float]] = {
     "barlow_twins": (256, 128, 13.86),
     "byol": (256, 128, 12.98),
@@ -89,17 +91,8 @@ class Seen(Callback):
 
 
 def test_a_run_with_a_huge_learning_rate_raises_the_alarm(tmp_path: Path) -> None:
-    config = TrainConfig.model_validate(
-        {
-            "method": "mae",
-            "steps": 6,
-            "data": {"batch_size": 64},
-            "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-            "optim": {"lr": 10.0, "warmup_steps": 0},
-            "monitor": {"every": 3, "online_probe": False},
-            "eval": {"enabled": False},
-        }
-    )
+    diverging = {"optim.lr": 10.0, "optim.warmup_steps": 0, "monitor.every": 3, "monitor.online_probe": False}
+    config = TrainConfig.model_validate(tiny(method="mae", steps=6, **{**diverging, "eval.enabled": False}))
     seen = Seen()
     fit(config, tmp_path, [seen])
     assert seen.info is not None and len(seen.ranks) == 2

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from service.data_roots import is_inside, parse_data_roots
 from service.settings import Settings
-from tests.service.conftest import TINY_CONFIG
+from tests.tiny_config import TINY
 
 ROOTS = (PurePosixPath("/data/sets"), PurePosixPath("/mnt/cifar"))
 
@@ -49,7 +49,7 @@ def test_roots_come_from_colon_separated_absolute_paths(monkeypatch: pytest.Monk
 
 
 def cifar_job(root: str) -> dict[str, Any]:
-    return {"config": TINY_CONFIG | {"data": {"dataset": "cifar10", "root": root, "batch_size": 64}}}
+    return {"config": TINY | {"data": {"dataset": "cifar10", "root": root, "batch_size": 64}}}
 
 
 def test_without_roots_only_the_bundled_datasets_are_served(client: TestClient) -> None:
@@ -58,7 +58,7 @@ def test_without_roots_only_the_bundled_datasets_are_served(client: TestClient) 
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "config", "data", "root"]
     assert error["msg"].startswith("config.data.root cannot be used: this service has no dataset roots")
-    assert client.post("/api/jobs", json={"config": TINY_CONFIG}).status_code == 201
+    assert client.post("/api/jobs", json={"config": TINY}).status_code == 201
 
 
 class TestWithRoots:

@@ -21,10 +21,10 @@ from service.scheduling import allocation
 from service.settings import Settings
 from service.store.db import session_scope
 from service.store.models import Job
-from tests.service.conftest import TINY_CONFIG
 from tests.service.test_cli import free_port
+from tests.tiny_config import TINY
 
-SWEEP = {"name": "mu", "base_config": TINY_CONFIG, "parameters": {"loss.mu": {"values": [1.0, 3.0]}}}
+SWEEP = {"name": "mu", "base_config": TINY, "parameters": {"loss.mu": {"values": [1.0, 3.0]}}}
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def tokens(client: TestClient, admin_token: str) -> dict[str, dict[str, str]]:
 
 def post_job(client: TestClient, headers: dict[str, str], key: str | None = None, **fields: Any) -> httpx.Response:
     extra = {"Idempotency-Key": key} if key else {}
-    return client.post("/api/jobs", json={"config": TINY_CONFIG} | fields, headers=headers | extra)
+    return client.post("/api/jobs", json={"config": TINY} | fields, headers=headers | extra)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_cancel_and_retry_need_the_jobs_owner_or_an_admin(
 def test_a_job_without_an_owner_is_changed_by_admins_only(
     client: TestClient, tokens: dict[str, dict[str, str]]
 ) -> None:
-    config = TrainConfig.model_validate(TINY_CONFIG)
+    config = TrainConfig.model_validate(TINY)
     with session_scope(client.app.state.session_factory) as session:  # as a job from before owners existed
         job = Job(name="old", method="mmae", config=config.model_dump(mode="json"), config_hash=config_hash(config))
         session.add(job)
@@ -102,7 +102,7 @@ def test_a_read_token_changes_nothing(client: TestClient, tokens: dict[str, dict
     ]
     assert len(routes) >= 5
     for method, path in routes:
-        body = {"config": TINY_CONFIG} if path == "/api/jobs" else {}
+        body = {"config": TINY} if path == "/api/jobs" else {}
         response = client.request(method, re.sub(r"\{[^}]+\}", "1", path), json=body, headers=tokens["reader"])
         assert response.status_code == 403, (method, path, response.text)
         assert "read role" in response.json()["detail"]
@@ -166,7 +166,7 @@ def test_event_streams_are_capped_per_token_and_released_on_disconnect(
 ) -> None:
     token = (settings.data_dir / "admin-token").read_text().strip()
     with httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
-        job = http.post("/api/jobs", json={"config": TINY_CONFIG}).json()  # stays queued: no scheduler
+        job = http.post("/api/jobs", json={"config": TINY}).json()  # stays queued: no scheduler
         url = f"/api/jobs/{job['id']}/events"
         with http.stream("GET", url) as one, http.stream("GET", url) as two:
             assert one.status_code == two.status_code == 200

@@ -26,10 +26,11 @@ from service.tracking.mlflow_sync import sync_pass
 from service.tracking.report import ReportCell, SweepReport, render
 from service.tracking.sweep_report import store_report
 from service.tracking.tracker import Tracker
-from tests.service.conftest import TINY_CONFIG
+from tests.service.conftest import Cli
 
-# A live API and the CLI against it, on SQLite (the report reuses queries tested on both backends).
-from tests.service.test_cli import Cli, api, cli, database_url  # noqa: F401
+# A live API for the CLI, on SQLite (the report reuses queries tested on both backends).
+from tests.service.test_cli import api, database_url  # noqa: F401
+from tests.tiny_config import TINY
 
 HOSTILE = '<script>alert("x")</script>'
 MMAE = TrainConfig.model_validate({"method": "mmae", "steps": 300, "data": {"batch_size": 128}}).model_dump(mode="json")
@@ -135,7 +136,7 @@ def test_method_sweep_gets_table3_and_fig4_and_a_temperature_sweep_fig3_without_
 
 SWEEP = {
     "name": "mu-seeds",
-    "base_config": TINY_CONFIG,
+    "base_config": TINY,
     "parameters": {"loss.mu": {"values": [1, 3]}, "seed": {"values": [0, 1]}},
     "tags": ["digits"],
 }

@@ -9,10 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from service.auth import LAST_USED_EVERY, Role, create_token
-from service.cli import main
-from service.settings import Settings
 from service.store.db import session_scope
 from service.store.models import ApiToken, utcnow
+from tests.service.conftest import Cli
 
 
 def mint(client: TestClient, name: str, **fields: object) -> dict[str, str]:
@@ -24,23 +23,6 @@ def mint(client: TestClient, name: str, **fields: object) -> dict[str, str]:
 def row_of(client: TestClient, name: str) -> ApiToken:
     with session_scope(client.app.state.session_factory) as session:
         return session.scalars(select(ApiToken).where(ApiToken.name == name)).one()
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`mmae ...` against the test database (the token commands talk to it directly); (code, out, err)."""
-    monkeypatch.setenv("MMAE_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("MMAE_DATABASE_URL", settings.resolved_database_url)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_an_expired_token_is_refused(anonymous: TestClient) -> None:
@@ -82,7 +64,7 @@ def test_me_names_the_role_and_owner(anonymous: TestClient) -> None:
     assert me == {"name": "laptop", "role": "read", "owner": "alice", "expires_at": None}
 
 
-def test_cli_creates_a_token_with_role_owner_and_expiry(anonymous: TestClient, cli) -> None:
+def test_cli_creates_a_token_with_role_owner_and_expiry(anonymous: TestClient, cli: Cli) -> None:
     code, out, _ = cli("token", "create", "alice-laptop", "--role", "read", "--owner", "alice", "--expires-in", "7")
     token = out.strip()
     assert code == 0 and token.startswith("mmae_") and len(out.splitlines()) == 1
@@ -103,12 +85,12 @@ def test_cli_creates_a_token_with_role_owner_and_expiry(anonymous: TestClient, c
         (("token", "revoke", "999"), "no token with id 999"),
     ],
 )
-def test_cli_token_errors_are_one_line(anonymous: TestClient, cli, argv: tuple[str, ...], reason: str) -> None:
+def test_cli_token_errors_are_one_line(anonymous: TestClient, cli: Cli, argv: tuple[str, ...], reason: str) -> None:
     code, _, err = cli(*argv)
     assert code == 2 and reason in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_revokes_a_token_and_lists_every_token(anonymous: TestClient, cli) -> None:
+def test_cli_revokes_a_token_and_lists_every_token(anonymous: TestClient, cli: Cli) -> None:
     anonymous.app.state.token_cache.ttl_s = 0.0
     headers = mint(anonymous, "ci", role=Role.USER, owner="alice")
     assert anonymous.get("/api/me", headers=headers).status_code == 200

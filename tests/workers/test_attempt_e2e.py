@@ -28,6 +28,7 @@ from service.scheduling.attempts import attempt_spec
 from service.scheduling.scheduler import SchedulerLoop, request_cancel
 from service.store.models import AttemptProgress, Job, MetricPoint
 from service.store.states import AttemptStatus, JobStatus
+from tests.tiny_config import TINY, tiny
 from workers.spec import EXIT_FENCED
 
 if TYPE_CHECKING:
@@ -35,19 +36,8 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TINY = {
-    "method": "mmae",
-    "steps": 20,
-    "checkpoint_every": 10,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "monitor": {"every": 5},
-    "eval": {"linear_epochs": 2},
-}
-
-
 def with_steps(steps: int, checkpoint_every: int) -> dict[str, Any]:
-    return {**TINY, "steps": steps, "checkpoint_every": checkpoint_every}
+    return tiny(steps=steps, checkpoint_every=checkpoint_every)
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float = 120.0) -> Any:

@@ -17,6 +17,7 @@ from mmae.checkpoint import last_checkpoint, load_checkpoint
 from mmae.config import TrainConfig
 from mmae.train import fit
 from service.store.states import AttemptStatus
+from tests.tiny_config import tiny
 from workers.fence import CURRENT_STATUSES, AttemptFenced
 from workers.lifeline import Lifeline
 from workers.reporter import Reporter, connect
@@ -27,11 +28,9 @@ if TYPE_CHECKING:
     from conftest import AttemptRows
 
 JOB = 3
-TINY = TrainConfig.model_validate({
-    "method": "mae", "steps": 8, "checkpoint_every": 2, "data": {"dataset": "digits", "batch_size": 32},
-    "model": {"depth": 1, "decoder_dim": 16, "decoder_depth": 1}, "monitor": {"every": 4},
-    "eval": {"enabled": False},
-})
+TINY = TrainConfig.model_validate(
+    tiny(method="mae", steps=8, checkpoint_every=2, **{"monitor.every": 4, "eval.enabled": False})
+)
 
 
 @pytest.fixture

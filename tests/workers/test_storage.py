@@ -13,8 +13,8 @@ from mmae.callbacks import Callback
 from mmae.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
 from mmae.config import TrainConfig
 from mmae.train import fit
-from tests.mmae.conftest import TINY
 from tests.s3_server import S3Emulator, free_port
+from tests.tiny_config import tiny
 from workers.storage import (
     CheckpointUploader,
     LocalRunStorage,
@@ -230,10 +230,9 @@ class StopAt(Callback):
 
 
 def test_a_run_checkpointed_to_s3_resumes_on_a_fresh_node_exactly(s3_env, tmp_path):
-    config = TrainConfig.model_validate({
-        **TINY, "method": "mmae", "steps": 6, "checkpoint_every": 2, "log_every": 1, "monitor": {"every": 2},
-        "data": {"dataset": "digits", "batch_size": 32}, "model": {**TINY["model"], "depth": 1},
-    })
+    config = TrainConfig.model_validate(
+        tiny(steps=6, checkpoint_every=2, **{"data.batch_size": 32, "monitor.every": 2, "eval.enabled": False})
+    )
     fit(config, tmp_path / "straight")
 
     storage, fence = _s3_storage(s3_env, keep=config.checkpoint_keep), Fence()
