@@ -1,8 +1,9 @@
 """The callback interface: the only way metrics, checkpoints and progress leave the training loop.
 
-``mmae.train.fit`` calls these hooks in order; subclasses override what they need. The workers
-plug a reporter (SQL + MLflow, fenced to the job's current attempt) and a stop check in here; the
-CLI plugs a progress bar and a metrics file.
+``mmae.train.fit`` calls these hooks in order; subclasses override what they need. A worker plugs in
+its checkpoint uploader (``workers.storage``), its reporter (SQL + MLflow, fenced to the job's current
+attempt), a step log and a stop check (``workers.attempt``); ``mmae train`` plugs in a progress bar, a
+metrics file and a Ctrl-C stop (``mmae.cli``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Command line: ``mmae train CONFIG.yaml [--set key=value ...] [--run-dir DIR]`` and ``mmae eval RUN_DIR``.
+"""The local commands: ``mmae train CONFIG.yaml [--set key=value ...] [--run-dir DIR]`` and ``mmae eval RUN_DIR``.
 
-Bad input (a missing file, unparsable YAML, an unknown or invalid config field, missing dataset
-files) prints one line naming the problem and exits with status 2, never a traceback. A higher
-layer (the service CLI) adds its own subcommands next to these via ``add_train_commands``.
-Torch and the training code are imported only when a command runs, so ``--help`` stays instant.
+The ``mmae`` console script is ``service.cli:main``, which registers these next to the control-plane
+commands through ``add_train_commands``; ``python -m mmae.cli`` runs them alone. Bad input (a missing
+file, unparsable YAML, an unknown or invalid config field, missing dataset files) prints one line naming
+the problem and exits with status 2, never a traceback. Torch and the training code are imported only
+when a command runs, so ``--help`` stays instant.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mmae`` console script; returns the exit status."""
+    """Entry point of ``python -m mmae.cli`` (``train`` and ``eval`` only); returns the exit status."""
     parser = argparse.ArgumentParser(prog="mmae", description="Matrix-information self-supervised learning")
     add_train_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
-"""One attempt's training in this process: ``fit`` with the fenced reporter, a cooperative stop on SIGTERM,
-then the run's final artifacts.
+"""One attempt's training in this process: the run's last checkpoint restored from its run storage, ``fit``
+with the checkpoint uploader, the fenced reporter, a step log and a cooperative stop (SIGTERM, or in a
+data-parallel attempt the driver's request through its coordinator), then the run's final artifacts.
 
 The single-process entrypoint runs it directly; in a data-parallel attempt rank 0 runs it (the other
 ranks run ``fit`` with no callbacks). Exit status: 0 finished or stopped, ``EXIT_PERMANENT`` when

@@ -13,7 +13,7 @@ be kept in step. Each pass:
 
 The scheduler wakes the thread after every pass (``Tracker.wake``); it also runs every
 ``SYNC_INTERVAL_S``. A pass that fails (MLflow unreachable: each call gives up after
-``tracking.MLFLOW_HTTP_TIMEOUT_S``, with no retries of MLflow's own) is logged once and tried again after
+``tracker.MLFLOW_HTTP_TIMEOUT_S``, with no retries of MLflow's own) is logged once and tried again after
 a backoff that doubles up to ``SYNC_BACKOFF_MAX_S``. Admission, cancel and shutdown never wait for it:
 the thread is a daemon, and a call in flight at shutdown ends with its timeout.
 """

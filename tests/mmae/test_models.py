@@ -182,7 +182,7 @@ def test_heads() -> None:
     assert predictor(torch.randn(5, 16)).shape == (5, 16)
 
 
-def test_registry_depth_override_and_backbones() -> None:
+def test_builders_apply_the_depth_override_and_build_both_backbones() -> None:
     assert len(build_vit(ModelConfig(depth=2), 8, 1).blocks) == 2
     with torch.device("meta"):
         assert len(build_vit(ModelConfig(), 8, 1).blocks) == 12
