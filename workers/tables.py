@@ -1,7 +1,9 @@
 """The rows a worker writes: metric points and attempt progress.
 
-These tables are the whole contract between a running worker and the control plane. The
-service maps them into its ORM (``service.store.models``) and reads them; only workers write them.
+These two tables, and the two columns a worker reads (its attempt's ``status``, for the fence in
+``workers.fence``; its job's ``mlflow_run_id``, in ``workers.attempt``), are the whole contract between a
+running worker and the control plane. The service maps the tables into its ORM (``service.store.models``)
+and reads them; only workers write them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Shape ORM rows into the API's response models (pure functions; the routes load the rows)."""
+"""Shape stored rows (ORM entities, or the job list's plain rows) into the API's response models, with
+metric values JSON can carry (NaN as null) and the collapse alarm's rule; pure functions, the routes load
+the rows."""
 
 from __future__ import annotations
 
