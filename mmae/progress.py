@@ -1,4 +1,4 @@
-"""A tqdm progress bar over training steps, showing the latest loss and probe accuracy."""
+"""A tqdm progress bar over training steps, showing the latest loss, probe accuracy and effective rank."""
 
 from __future__ import annotations
 
