@@ -149,12 +149,13 @@ class ControlPlane:
 
     def tick(self) -> None:
         """One reconcile pass, one admission pass, then one MLflow sync pass (the loop's thread does that)."""
+        from service.scheduling.context import SchedulerContext
         from service.scheduling.scheduler import admit_queued, reconcile
         from service.tracking.mlflow_sync import sync_pass
 
         with self.factory() as session:
-            reconcile(session, self.ray, self.settings)
-            admit_queued(session, self.ray, self.settings)
+            reconcile(session, SchedulerContext(self.ray, self.settings, self.tracker))
+            admit_queued(session, SchedulerContext(self.ray, self.settings, self.tracker))
         sync_pass(self.factory, self.tracker)
 
     def job(self, job_id: int) -> Any:
@@ -207,7 +208,7 @@ def plane(
     """The execution side on a migrated SQLite file (or the database URL in ``plane_settings``), the
     session's Ray head and MLflow store (one experiment per test); Ray jobs it started are stopped
     afterwards."""
-    from service.cluster.ray_client import RayClient
+    from service.cluster.ray_client import RayJobsClient
     from service.settings import Settings
     from service.store.db import make_engine, make_session_factory
     from service.store.migrations import upgrade_to_head
@@ -221,7 +222,7 @@ def plane(
     settings = Settings(**fields)
     engine = make_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
-    ray = RayClient.from_settings(settings)
+    ray = RayJobsClient.from_settings(settings)
     ray.connect()
     plane = ControlPlane(settings, make_session_factory(engine), ray, Tracker(settings))
     try:

@@ -1,8 +1,10 @@
 """FastAPI dependencies: everything a route needs comes from ``app.state``, set up by the lifespan.
 
 Dependencies that only read ``app.state`` are ``async``: FastAPI runs a sync dependency in its
-threadpool, and each such hop costs a thread handoff per request. Read routes are ``async`` too and
-do all of their database work in one ``Reads.run`` call.
+threadpool, and each such hop costs a thread handoff per request. The busiest read routes (the job
+list, a job, its metrics and events, a sweep's report) are ``async`` too and do all of their database
+work in one ``Reads.run`` call; the other routes are sync, on a request session (``SessionDep``) in
+FastAPI's threadpool.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from service.auth import (
     identify_token,
 )
 from service.cluster.ray_client import RayClient
+from service.scheduling.context import SchedulerContext
 from service.settings import Settings
 from service.store.db import Reads
-from service.tracking.tracker import Tracker
 
 PRINCIPAL_SCOPE_KEY = "mmae.principal"  # where service.api.gate leaves the authenticated Principal in a request's scope
 
@@ -50,8 +52,10 @@ async def get_ray(request: Request) -> RayClient:
     return request.app.state.ray
 
 
-async def get_tracker(request: Request) -> Tracker:
-    return request.app.state.tracker
+async def get_scheduler_context(request: Request) -> SchedulerContext:
+    """The Ray client, settings and tracker this process's requests hand to the scheduler's functions."""
+    state = request.app.state
+    return SchedulerContext(state.ray, state.settings, state.tracker)
 
 
 async def get_scheduler_wake(request: Request) -> Callable[[], None]:
@@ -63,7 +67,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadsDep = Annotated[Reads, Depends(get_reads)]
 RayDep = Annotated[RayClient, Depends(get_ray)]
-TrackerDep = Annotated[Tracker, Depends(get_tracker)]
+SchedulerContextDep = Annotated[SchedulerContext, Depends(get_scheduler_context)]
 WakeSchedulerDep = Annotated[Callable[[], None], Depends(get_scheduler_wake)]
 
 

@@ -2,8 +2,10 @@
 
 Nothing happens at import. On startup the lifespan creates the engine and session factory, upgrades
 the schema to the newest migration, mints the first admin token on an empty database (written to
-``data_dir/admin-token``, mode 0600; only the path is printed), creates the Ray client and starts the
-scheduler loop. Run with ``mmae serve`` or ``uvicorn --factory service.api.main:create_app``.
+``data_dir/admin-token``, mode 0600; only the path is printed) and creates the Ray client and the MLflow
+tracker; unless ``run_scheduler`` is off, it then competes for the scheduler lease and runs the scheduler
+loop while it holds it (``service.scheduling.leader``). Run with ``mmae serve`` or
+``uvicorn --factory service.api.main:create_app``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from service.api.gate import RequestGate
 from service.api.live import StreamSlots
 from service.api.routes import auth, catalog, cluster, events, health, jobs, metrics, sweeps, web
 from service.auth import TokenCache, bootstrap_admin_token
-from service.cluster.ray_client import RayClient
+from service.cluster.ray_client import RayJobsClient
 from service.errors import install_error_handlers
+from service.scheduling.context import SchedulerContext
 from service.scheduling.leader import SchedulerLeader, lease_for
 from service.scheduling.scheduler import SchedulerLoop
 from service.settings import Settings
@@ -59,11 +62,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(announce_admin_token, factory, settings)
     app.state.engine, app.state.session_factory = engine, factory
     app.state.reads = Reads(engine, settings.read_threads)
-    app.state.ray = RayClient.from_settings(settings)
+    app.state.ray = RayJobsClient.from_settings(settings)
     app.state.tracker = Tracker(settings)
     # Every process can wake the scheduler; only those allowed to run it compete for its lease.
     leader = SchedulerLeader(
-        lambda: SchedulerLoop(settings, factory, app.state.ray, app.state.tracker),
+        lambda: SchedulerLoop(SchedulerContext(app.state.ray, settings, app.state.tracker), factory),
         lease_for(engine, settings.data_dir),
         settings.lease_retry_s,
     )

@@ -13,6 +13,9 @@ timeout on every call (the SDK offers neither). Network failures and timeouts su
 ``RayUnavailable``; a request Ray refuses as ``RuntimeError``. A submission Ray could not take just
 now (5xx, 429: ``RayBusy``) is transient: the client remembers each failed submission and says when it
 is due again (exponential backoff, ``submit_due``), so the reconciler retries it without waiting.
+
+The scheduler types against the ``RayClient`` protocol, not this adapter (``RayJobsClient``): the tests'
+in-memory Ray (``tests/service/fake_ray.py``) implements the same protocol.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -67,7 +70,84 @@ class ClusterResources:
         return max((node["resources"].get(resource, 0.0) for node in self.nodes), default=0.0)
 
 
-class RayClient:
+class SubmitBackoff:
+    """When each submission that failed transiently is due again: 1, 2, 4, ... s after its latest
+    failure, at most ``SUBMIT_BACKOFF_MAX_S``."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}  # submission id -> (failures, due again at)
+
+    def failed(self, submission_id: str) -> None:
+        """One more transient failure: the wait before the next try doubles."""
+        failures = self._failures.get(submission_id, (0, 0.0))[0] + 1
+        delay = min(SUBMIT_BACKOFF_MAX_S, SUBMIT_BACKOFF_S * 2 ** (failures - 1))
+        self._failures[submission_id] = (failures, time.monotonic() + delay)
+
+    def due(self, submission_id: str) -> bool:
+        """False while ``submission_id`` waits out its backoff."""
+        failures = self._failures.get(submission_id)
+        return failures is None or time.monotonic() >= failures[1]
+
+    def forget(self, submission_id: str) -> None:
+        """Drop the record of a submission that went through or will not be tried again."""
+        self._failures.pop(submission_id, None)
+
+
+class RayClient(Protocol):
+    """What the service asks of Ray Jobs; ``RayJobsClient`` speaks it over HTTP.
+
+    The points the scheduler relies on: ``submit`` raises ``RayBusy`` for a submission Ray could not take
+    now (then ``submit_due`` is False until its backoff is over), ``RayUnavailable`` when Ray does not
+    answer and ``RuntimeError`` when Ray refuses it (a submission id it already has, a bad request);
+    ``status`` is None for a submission Ray has no record of; ``stop`` is idempotent (False once the job
+    ended); every call but ``is_available`` may raise ``RayUnavailable``.
+    """
+
+    start_local: bool  # a local head may be started on demand (then nothing answering is no outage yet)
+
+    @property
+    def connected(self) -> bool:
+        """True once ``connect`` succeeded."""
+        ...
+
+    def connect(self) -> None:
+        """Reach the cluster (starting a local head when that is allowed)."""
+        ...
+
+    def is_available(self) -> bool:
+        """True when Ray answered lately; never raises."""
+        ...
+
+    def submit(self, submission_id: str, spec: AttemptSpec) -> None:
+        """Start attempt ``spec`` as Ray job ``submission_id``."""
+        ...
+
+    def submit_due(self, submission_id: str) -> bool:
+        """False while a submission that failed transiently waits out its backoff."""
+        ...
+
+    def forget_submission(self, submission_id: str) -> None:
+        """Drop the backoff record of a submission that will not be tried again."""
+        ...
+
+    def status(self, submission_id: str) -> RayJobState | None:
+        """Ray's view of a submission, or None when Ray has no record of it."""
+        ...
+
+    def stop(self, submission_id: str) -> bool:
+        """Ask Ray to stop a job; False when it had already ended (or was never there)."""
+        ...
+
+    def logs(self, submission_id: str) -> str:
+        """A submission's driver output so far ("" when Ray has no record of it)."""
+        ...
+
+    def cluster_resources(self, *, max_age_s: float = 30.0) -> ClusterResources:
+        """Totals of the alive nodes and each node's totals, from a copy at most ``max_age_s`` old."""
+        ...
+
+
+class RayJobsClient:
     """Submit, stop, inspect Ray jobs at one dashboard address; start a local head when allowed.
 
     Cluster resources are cached: ``cluster_resources`` answers from a copy at most ``max_age_s`` old
@@ -87,10 +167,10 @@ class RayClient:
         self._lock = threading.Lock()
         self._resources: tuple[float, ClusterResources] | None = None
         self._probe: tuple[float, bool] | None = None
-        self._submit_failures: dict[str, tuple[int, float]] = {}  # submission id -> (failures, due again at)
+        self._backoff = SubmitBackoff()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RayClient:
+    def from_settings(cls, settings: Settings) -> RayJobsClient:
         """Client for ``settings.ray_address``; None: a local head at 127.0.0.1:8265, started on demand."""
         return cls(
             settings.ray_address or LOCAL_ADDRESS,
@@ -152,20 +232,17 @@ class RayClient:
         try:
             _checked(self._request("POST", "/api/jobs/", json=body))
         except RayUnavailable:
-            failures = self._submit_failures.get(submission_id, (0, 0.0))[0] + 1
-            delay = min(SUBMIT_BACKOFF_MAX_S, SUBMIT_BACKOFF_S * 2 ** (failures - 1))
-            self._submit_failures[submission_id] = (failures, time.monotonic() + delay)
+            self._backoff.failed(submission_id)
             raise
-        self._submit_failures.pop(submission_id, None)
+        self._backoff.forget(submission_id)
 
     def submit_due(self, submission_id: str) -> bool:
         """False while a submission that failed transiently waits out its backoff."""
-        failures = self._submit_failures.get(submission_id)
-        return failures is None or time.monotonic() >= failures[1]
+        return self._backoff.due(submission_id)
 
     def forget_submission(self, submission_id: str) -> None:
         """Drop the backoff record of a submission that will not be tried again."""
-        self._submit_failures.pop(submission_id, None)
+        self._backoff.forget(submission_id)
 
     def status(self, submission_id: str) -> RayJobState | None:
         """Ray's view of a submission, or None when Ray has no record of it."""

@@ -4,13 +4,13 @@ Admission takes queued jobs by priority (highest first), then FIFO, and starts e
 GPUs (``workers`` x per-worker) fit in Ray's cluster totals minus what our active jobs hold. A job
 that does not fit still reserves its share, so smaller jobs behind it cannot starve it; a job whose
 workers the cluster's alive nodes could never all hold fails at once; a sweep never runs more than
-``max_concurrency`` cells. Reconciliation reads
-Ray's status of every live attempt and drives the state machine, retrying dead workers from their
-last checkpoint. Both are plain functions on a Session; ``SchedulerLoop`` drives them from the
-API's lifespan (in the one process that holds the scheduler lease, see ``service.scheduling.leader``). Ray's cluster
-totals are refreshed by the reconcile pass (every ``RESOURCES_REFRESH_S``), not per admission; a new
-or retried job wakes the loop at once, and a just-submitted attempt is polled every
-``starting_poll_s`` until it runs.
+``max_concurrency`` cells. Reconciliation reads Ray's status of every active job's latest attempt and
+drives the state machine (through ``service.scheduling.attempts``), retrying dead workers from their
+last checkpoint. Both are plain functions of a Session and a ``SchedulerContext`` (the Ray client,
+settings and tracker); ``SchedulerLoop`` drives them from the API's lifespan (in the one process that
+holds the scheduler lease, see ``service.scheduling.leader``). Ray's cluster totals are refreshed by
+the reconcile pass (every ``RESOURCES_REFRESH_S``), not per admission; a new or retried job wakes the
+loop at once, and a just-submitted attempt is polled every ``starting_poll_s`` until it runs.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from service.cluster.ray_client import ClusterResources, RayBusy, RayClient, RayJobState, RayUnavailable
-from service.scheduling.attempts import end_attempt, finish, move, start_attempt, submit, utcnow
-from service.settings import Settings
-from service.store.models import Attempt, AttemptProgress, Job, Sweep
+from service.scheduling.attempts import end_attempt, finish, move, start_attempt, submit
+from service.scheduling.context import SchedulerContext
+from service.store.models import Attempt, AttemptProgress, Job, Sweep, utcnow
 from service.store.states import ACTIVE, AttemptStatus, JobStatus, check_transition
 from service.tracking.mlflow_sync import MlflowSync
-from service.tracking.tracker import Tracker
 from workers.spec import EXIT_PERMANENT
 from workers.tables import json_finite
 
@@ -47,7 +46,7 @@ RESOURCES_REFRESH_S = 5.0  # a reconcile pass re-reads Ray's cluster totals when
 ADMIT_PAGE = 64  # queued rows read per query; a pass stops reading once nothing more could fit
 
 
-def admit_queued(session: Session, ray: RayClient, settings: Settings) -> list[int]:
+def admit_queued(session: Session, context: SchedulerContext) -> list[int]:
     """Start every queued job that fits, in priority-then-FIFO order; returns the ids started.
 
     Reads only what deciding takes: the queue's resource columns, a page at a time, until the cluster
@@ -56,7 +55,7 @@ def admit_queued(session: Session, ray: RayClient, settings: Settings) -> list[i
     """
     if session.scalar(select(Job.id).where(Job.status == JobStatus.QUEUED).limit(1)) is None:
         return []
-    cluster = ray.cluster_resources()
+    cluster = context.ray.cluster_resources()
     _fail_never_fitting(session, cluster)
     free = _free(session, cluster)
     per_sweep = Counter(
@@ -66,17 +65,24 @@ def admit_queued(session: Session, ray: RayClient, settings: Settings) -> list[i
     for row in _queue(session):
         if row.max_concurrency is not None and per_sweep[row.sweep_id] >= row.max_concurrency:
             continue
-        fits = row.cpus <= free["CPU"] + EPSILON and row.gpus <= free["GPU"] + EPSILON
+        fits = _fits(row, free)
         free["CPU"] -= row.cpus  # taken, or reserved so the jobs behind cannot starve it
         free["GPU"] -= row.gpus
         job = session.get(Job, row.id) if fits else None
         if job is not None and job.status == JobStatus.QUEUED:
-            start_attempt(session, job, ray, settings)
+            start_attempt(session, job, context.ray, context.settings)
             per_sweep[row.sweep_id] += 1
             started.append(job.id)
         if free["CPU"] <= -EPSILON:  # no job behind (each needs CPUs) can fit any more
             break
     return started
+
+
+def _fits(row: Row, free: dict[str, float]) -> bool:
+    """Whether a queued job's CPUs and GPUs fit in what is free. A resource the job does not ask for
+    holds nothing back: GPUs that a waiting GPU job reserved do not stop a CPU job behind it."""
+    needs = (("CPU", row.cpus), ("GPU", row.gpus))
+    return all(need <= free[name] + EPSILON for name, need in needs if need > 0)
 
 
 def _queue(session: Session) -> Iterator[Row]:
@@ -175,17 +181,18 @@ def _node_places(resources: dict[str, float], num_cpus: float, num_gpus: float) 
     return min(limits, default=math.inf)
 
 
-def reconcile(session: Session, ray: RayClient, settings: Settings) -> list[int]:
+def reconcile(session: Session, context: SchedulerContext) -> list[int]:
     """Refresh Ray's cluster totals (admission reads the cached copy), then apply Ray's status of every
     active job's latest attempt (commits per job). Returns the ids of the jobs still starting."""
+    ray = context.ray
     ray.cluster_resources(max_age_s=RESOURCES_REFRESH_S)
     jobs = session.scalars(
         select(Job).where(Job.status.in_(ACTIVE)).options(selectinload(Job.attempts)).order_by(Job.id)
     ).all()
-    return _reconcile_jobs(session, jobs, lambda attempt: ray.status(attempt.ray_submission_id), ray, settings)
+    return _reconcile_jobs(session, context, jobs, lambda attempt: ray.status(attempt.ray_submission_id))
 
 
-def reconcile_starting(session: Session, ray: RayClient, settings: Settings) -> list[int]:
+def reconcile_starting(session: Session, context: SchedulerContext) -> list[int]:
     """The fast pass between full ones, for jobs whose attempt was submitted and has not run yet: Ray
     alone is asked (about the ``STARTING_POLL_BATCH`` longest waiting) until some leave PENDING; only
     those jobs are then reconciled. Returns the ids of the jobs still starting."""
@@ -197,18 +204,18 @@ def reconcile_starting(session: Session, ray: RayClient, settings: Settings) -> 
         .limit(STARTING_POLL_BATCH)
     ).all()
     session.rollback()  # end the read: nothing is held while Ray answers
-    states = {job_id: ray.status(submission_id) for job_id, submission_id in waiting}
+    states = {job_id: context.ray.status(submission_id) for job_id, submission_id in waiting}
     moved = [job_id for job_id, state in states.items() if state is None or state.status != "PENDING"]
     if moved:
         moved_jobs = select(Job).where(Job.id.in_(moved), Job.status == JobStatus.STARTING)
         jobs = session.scalars(moved_jobs.options(selectinload(Job.attempts))).all()
-        _reconcile_jobs(session, jobs, lambda attempt: states[attempt.job_id], ray, settings)
+        _reconcile_jobs(session, context, jobs, lambda attempt: states[attempt.job_id])
     return [job_id for job_id in states if job_id not in moved]
 
 
 def _reconcile_jobs(
-    session: Session, jobs: Sequence[Job], state_of: Callable[[Attempt], RayJobState | None], ray: RayClient,
-    settings: Settings,
+    session: Session, context: SchedulerContext, jobs: Sequence[Job],
+    state_of: Callable[[Attempt], RayJobState | None],
 ) -> list[int]:
     """Apply ``state_of`` (Ray's status) of each job's latest attempt, committing per job; returns the
     ids of the jobs still starting."""
@@ -216,7 +223,7 @@ def _reconcile_jobs(
     for job in jobs:
         attempt = job.attempts[-1]
         try:
-            _reconcile_attempt(session, job, attempt, state_of(attempt), ray, settings)
+            _reconcile_attempt(session, context, job, attempt, state_of(attempt))
             session.commit()
         except RayBusy as error:  # Ray answered 5xx about this job: the others may still go through
             session.rollback()
@@ -236,15 +243,15 @@ def _reconcile_jobs(
 
 
 def _reconcile_attempt(
-    session: Session, job: Job, attempt: Attempt, state: RayJobState | None, ray: RayClient, settings: Settings
+    session: Session, context: SchedulerContext, job: Job, attempt: Attempt, state: RayJobState | None
 ) -> None:
     progress = session.get(AttemptProgress, attempt.id)
     never_ran = progress is None and attempt.started_at is None
     finished = progress is not None and progress.phase == "done"
     if state is None and never_ran and job.status != JobStatus.CANCELLING:
-        _submit_again(session, job, attempt, ray, settings)
+        _submit_again(session, context, job, attempt)
     elif state is not None and state.status in ("PENDING", "RUNNING"):
-        _still_live(session, job, attempt, state, progress, ray, settings)
+        _still_live(session, context, job, attempt, state, progress)
     elif state is not None and state.status == "SUCCEEDED" and finished:
         attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
         job.record_summary(json_finite(progress.summary))
@@ -254,13 +261,14 @@ def _reconcile_attempt(
         finish(job, JobStatus.CANCELLED)
     else:
         retry = state is None or state.exit_code != EXIT_PERMANENT
-        end_attempt(job, attempt, _failure(state, ray, attempt), retry=retry)
+        end_attempt(job, attempt, _failure(state, context.ray, attempt), retry=retry)
 
 
-def _submit_again(session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings) -> None:
+def _submit_again(session: Session, context: SchedulerContext, job: Job, attempt: Attempt) -> None:
     """An attempt committed but not in Ray (the API died before submitting, or Ray failed transiently):
     submit it once its backoff is over; after ``submit_retry_s`` end it like a failed attempt (retried
     while the job has retries left)."""
+    ray, settings = context.ray, context.settings
     waited = (utcnow() - _aware(attempt.submitted_at)).total_seconds()
     if waited > settings.submit_retry_s:
         ray.forget_submission(attempt.ray_submission_id)
@@ -271,11 +279,12 @@ def _submit_again(session: Session, job: Job, attempt: Attempt, ray: RayClient, 
 
 
 def _still_live(
-    session: Session, job: Job, attempt: Attempt, state: RayJobState, progress: AttemptProgress | None,
-    ray: RayClient, settings: Settings,
+    session: Session, context: SchedulerContext, job: Job, attempt: Attempt, state: RayJobState,
+    progress: AttemptProgress | None,
 ) -> None:
     """A pending or running attempt: re-send a cancel, give up on a long wait or a silent worker, or
     note that it runs (``service.tracking.mlflow_sync`` then opens its job's MLflow run)."""
+    ray, settings = context.ray, context.settings
     if job.status == JobStatus.CANCELLING:
         ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
         return
@@ -330,16 +339,15 @@ def _failure(state: RayJobState | None, ray: RayClient, attempt: Attempt, tail: 
     return reason + ("\n--- log tail ---\n" + "\n".join(lines) if lines else "")
 
 
-def request_cancel(session: Session, ray: RayClient, job: Job, tracker: Tracker | None = None) -> None:
+def request_cancel(session: Session, context: SchedulerContext, job: Job) -> None:
     """Cancel a job: a queued one at once; a starting/running one moves to cancelling and Ray stops it
-    (SIGTERM, then SIGKILL after ``stop_grace_s``); the reconciler then records it cancelled. ``tracker``
-    is woken once the change is committed (its MLflow sync, when it runs in this process, follows).
+    (SIGTERM, then SIGKILL after ``stop_grace_s``); the reconciler then records it cancelled. The
+    context's tracker is woken once the change is committed.
 
     Raises ``InvalidTransition`` for a job that already ended. Commits.
     """
-    _retry_stale(session, job, lambda: _cancel(session, ray, job))
-    if tracker is not None:
-        tracker.wake()
+    _retry_stale(session, job, lambda: _cancel(session, context.ray, job))
+    context.tracker.wake()
 
 
 def _cancel(session: Session, ray: RayClient, job: Job) -> None:
@@ -377,7 +385,9 @@ def _requeue(session: Session, job: Job) -> None:
 
 
 def _retry_stale(session: Session, job: Job, action: Callable[[], None], tries: int = 3) -> None:
-    """Run ``action``; when the scheduler changed the job meanwhile, re-read it and run it again."""
+    """Run ``action``; when the job changed meanwhile (its status compare-and-set failed), re-read it and
+    run it again, which decides afresh. The only retry of a stale job: the routes that call
+    ``request_cancel`` and ``retry_job`` do not retry them."""
     for attempt in range(tries):
         try:
             return action()
@@ -396,13 +406,9 @@ class SchedulerLoop:
     after every step; the loop never waits for it.
     """
 
-    def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session], ray: RayClient,
-        tracker: Tracker | None = None,
-    ) -> None:
-        self.settings, self.session_factory, self.ray = settings, session_factory, ray
-        self.tracker = tracker or Tracker(settings)
-        self.mlflow = MlflowSync(self.tracker, session_factory)
+    def __init__(self, context: SchedulerContext, session_factory: sessionmaker[Session]) -> None:
+        self.context, self.session_factory = context, session_factory
+        self.mlflow = MlflowSync(context.tracker, session_factory)
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,21 +424,22 @@ class SchedulerLoop:
             self.mlflow.stop()
 
     async def _run(self) -> None:
+        settings = self.context.settings
         next_reconcile = next_admit = 0.0
         starting: list[int] = []
         while not self._stopping:
             if time.monotonic() >= next_reconcile:
                 starting = await self._step(reconcile)
-                next_reconcile = time.monotonic() + self.settings.reconcile_interval_s
+                next_reconcile = time.monotonic() + settings.reconcile_interval_s
             elif starting:
                 starting = await self._step(reconcile_starting)
             if self._wake.is_set() or time.monotonic() >= next_admit:
                 self._wake.clear()
                 starting += await self._step(admit_queued)
-                next_admit = time.monotonic() + self.settings.scheduler_interval_s
+                next_admit = time.monotonic() + settings.scheduler_interval_s
             wake_at = min(next_reconcile, next_admit)
             if starting:
-                wake_at = min(wake_at, time.monotonic() + self.settings.starting_poll_s)
+                wake_at = min(wake_at, time.monotonic() + settings.starting_poll_s)
             if self._stopping:  # stop() came during a step, and the admission pass may have cleared its wake
                 break
             with contextlib.suppress(TimeoutError):
@@ -453,11 +460,11 @@ class SchedulerLoop:
 
     def _run_step(self, action: Callable[..., list[int]]) -> list[int]:
         try:
-            self.ray.connect()
+            self.context.ray.connect()
             with self.session_factory() as session:
-                ids = action(session, self.ray, self.settings)
+                ids = action(session, self.context)
             self._ray_warned = False
-            self.tracker.wake()
+            self.context.tracker.wake()
             return ids
         except RayUnavailable as error:
             if not self._ray_warned:

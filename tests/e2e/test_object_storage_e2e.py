@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from pyarrow import fs
 
-from service.cluster.ray_client import RayClient
+from service.cluster.ray_client import RayJobsClient
 from service.cluster.ray_head import temporary_head
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
@@ -46,7 +46,7 @@ def s3_plane(
             )
             engine = make_engine(settings.resolved_database_url)
             upgrade_to_head(engine)
-            ray = RayClient.from_settings(settings)
+            ray = RayJobsClient.from_settings(settings)
             ray.connect()
             plane = ControlPlane(settings, make_session_factory(engine), ray, Tracker(settings))
             try:

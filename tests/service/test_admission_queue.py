@@ -1,6 +1,6 @@
 """Admission reads the queue a page at a time, in priority-then-FIFO order across pages and priority
 levels, and stops once nothing more could fit; a job that can never fit fails wherever it waits
-(issue 10, finding 6). Ray is the scripted transport of ``test_ray_submit_retry``."""
+(issue 10, finding 6). Ray is the in-memory ``fake_ray.FakeRay`` (one 4-CPU node)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from sqlalchemy import Engine, event, insert, select
 
 from mmae.config import TrainConfig, config_hash
 from service.scheduling import scheduler
+from service.scheduling.context import SchedulerContext
 from service.scheduling.scheduler import admit_queued
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.migrations import upgrade_to_head
 from service.store.models import Job
 from service.store.states import JobStatus
-from tests.service.test_ray_submit_retry import FlakyRay, client_of
+from service.tracking.tracker import Tracker
+from tests.service.fake_ray import FakeRay
 
 
 @pytest.fixture
@@ -28,6 +30,11 @@ def engine(migrated_url: str) -> Iterator[Engine]:
     upgrade_to_head(engine)
     yield engine
     engine.dispose()
+
+
+def context_of(engine: Engine, tmp_path: Path) -> SchedulerContext:
+    settings = Settings(data_dir=tmp_path, database_url=str(engine.url))
+    return SchedulerContext(FakeRay(), settings, Tracker(settings))
 
 
 def queue(engine: Engine, jobs: list[dict]) -> list[int]:
@@ -59,10 +66,10 @@ def test_a_pass_takes_priority_then_fifo_across_pages_and_reads_only_what_it_nee
 
     event.listen(engine, "before_cursor_execute", count_page)
     event.listen(Job, "load", count_load)
-    settings = Settings(data_dir=tmp_path, database_url=str(engine.url))
+    context = context_of(engine, tmp_path)
     try:
         with make_session_factory(engine)() as session:  # a 4-CPU node: two priority levels, then one more job
-            started = admit_queued(session, client_of(FlakyRay([])), settings)
+            started = admit_queued(session, context)
     finally:
         event.remove(Job, "load", count_load)
     assert started == high + middle[:2], "priority first, FIFO within it, in keyset pages of 2"
@@ -75,8 +82,7 @@ def test_a_pass_takes_priority_then_fifo_across_pages_and_reads_only_what_it_nee
 
 def test_a_job_that_can_never_fit_fails_wherever_it_waits(engine: Engine, tmp_path: Path) -> None:
     ids = queue(engine, [{}] * 200 + [{"num_cpus": 64.0}])
-    settings = Settings(data_dir=tmp_path, database_url=str(engine.url))
     with make_session_factory(engine)() as session:
-        assert len(admit_queued(session, client_of(FlakyRay([])), settings)) == 4
+        assert len(admit_queued(session, context_of(engine, tmp_path))) == 4
         too_big = session.get(Job, ids[-1])
         assert too_big.status == JobStatus.FAILED and "can never fit" in too_big.error

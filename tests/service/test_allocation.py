@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.cluster import ray_head
-from service.cluster.ray_client import RayClient
+from service.cluster.ray_client import RayJobsClient
 from service.scheduling import allocation
 from service.schemas import Resources
 
@@ -53,7 +53,7 @@ def test_local_cpus_follow_a_cgroup_quota(
 def test_a_default_job_gets_the_local_head_s_cpus(
     client: TestClient, submit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(RayClient, "is_available", lambda self: False)  # the local head is not started yet
+    monkeypatch.setattr(RayJobsClient, "is_available", lambda self: False)  # the local head is not started yet
     assert submit()["resources"]["num_cpus"] == ray_head.local_cpus()
     assert submit(resources={"num_cpus": 2})["resources"]["num_cpus"] == 2.0
     sweep = client.post("/api/sweeps", json={
@@ -65,7 +65,7 @@ def test_a_default_job_gets_the_local_head_s_cpus(
 
 
 def test_auto_with_an_unreachable_remote_cluster_is_a_503_naming_the_field(client: TestClient) -> None:
-    ray: RayClient = client.app.state.ray
+    ray: RayJobsClient = client.app.state.ray
     ray.address, ray.start_local = "http://127.0.0.1:9", False  # nothing listens on the discard port
     response = client.post("/api/jobs", json={"config": {"steps": 10}})
     assert response.status_code == 503

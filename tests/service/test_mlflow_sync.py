@@ -19,6 +19,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mmae.config import TrainConfig, config_hash
+from service.scheduling.context import SchedulerContext
 from service.scheduling.scheduler import SchedulerLoop
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
@@ -138,7 +139,7 @@ def test_a_silent_tracking_server_fails_a_pass_within_the_timeout(factory, silen
 
 def test_the_scheduler_loop_stops_at_once_while_mlflow_hangs(factory, silent_tracker, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, ray_address="http://ray.invalid:8265")
-    loop = SchedulerLoop(settings, factory, client_of(FlakyRay([])), silent_tracker)
+    loop = SchedulerLoop(SchedulerContext(client_of(FlakyRay([])), settings, silent_tracker), factory)
 
     async def run_then_stop() -> float:
         task = asyncio.create_task(loop.run())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.cluster import ray_head
-from service.cluster.ray_client import RayClient, RayUnavailable
+from service.cluster.ray_client import RayJobsClient, RayUnavailable
 from service.settings import Settings
 from tests.conftest import spec_with
 from workers.spec import Scaling
@@ -19,7 +19,7 @@ from workers.spec import Scaling
 @pytest.mark.ray
 def test_a_running_head_is_reused_not_restarted(ray_cluster: str, tmp_path: Path) -> None:
     pid_before = (ray_head.head_dir(ray_cluster) / "head.pid").read_text()
-    client = RayClient(ray_cluster, start_local=True, stop_grace_s=10)  # an API process that restarted
+    client = RayJobsClient(ray_cluster, start_local=True, stop_grace_s=10)  # an API process that restarted
     client.connect()
     assert client.connected and client.is_available()
     assert (ray_head.head_dir(ray_cluster) / "head.pid").read_text() == pid_before
@@ -35,7 +35,7 @@ def test_a_running_head_is_reused_not_restarted(ray_cluster: str, tmp_path: Path
 def test_only_a_one_worker_entrypoint_asks_ray_for_the_workers_resources(ray_cluster: str, tmp_path: Path) -> None:
     """On a 4-CPU head, an entrypoint asking for 64 CPUs waits in PENDING; a multi-worker attempt's
     entrypoint asks for none (its Ray Train workers hold the resources), so Ray starts it at once."""
-    client = RayClient(ray_cluster, start_local=False, stop_grace_s=1)
+    client = RayJobsClient(ray_cluster, start_local=False, stop_grace_s=1)
     suffix = tmp_path.name[-8:]
     trains_itself, coordinates = f"mmae-test-one-{suffix}", f"mmae-test-two-{suffix}"
     client.submit(trains_itself, spec_with(Scaling(workers=1, num_cpus=64)))
@@ -61,14 +61,14 @@ def test_requests_without_the_token_are_refused(ray_cluster: str) -> None:
 
 def test_a_remote_address_is_never_started_and_reports_unavailable() -> None:
     settings = Settings(ray_address="http://ray-head.invalid:8265")
-    client = RayClient.from_settings(settings)
+    client = RayJobsClient.from_settings(settings)
     assert not client.start_local and not client.is_available()
     with pytest.raises(RayUnavailable):
         client.connect()
 
 
 def test_the_local_default_may_start_a_head() -> None:
-    client = RayClient.from_settings(Settings())
+    client = RayJobsClient.from_settings(Settings())
     assert client.address == "http://127.0.0.1:8265" and client.start_local
 
 

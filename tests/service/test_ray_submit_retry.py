@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from service.cluster import ray_client
-from service.cluster.ray_client import RayBusy, RayClient, RayUnavailable
+from service.cluster.ray_client import RayBusy, RayJobsClient, RayUnavailable
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.migrations import upgrade_to_head
@@ -59,8 +59,8 @@ class FlakyRay:
         return httpx.Response(200, json={"status": self.submitted[submission_id], "driver_exit_code": None})
 
 
-def client_of(ray: FlakyRay) -> RayClient:
-    client = RayClient("http://ray.invalid:8265", start_local=False, stop_grace_s=1)
+def client_of(ray: FlakyRay) -> RayJobsClient:
+    client = RayJobsClient("http://ray.invalid:8265", start_local=False, stop_grace_s=1)
     client._http = httpx.Client(base_url=client.address, transport=httpx.MockTransport(ray))
     return client
 

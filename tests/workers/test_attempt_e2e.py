@@ -25,6 +25,7 @@ from mmae.checkpoint import last_checkpoint
 from mmae.config import TrainConfig, flatten_config
 from mmae.train import fit
 from service.scheduling.attempts import attempt_spec
+from service.scheduling.context import SchedulerContext
 from service.scheduling.scheduler import SchedulerLoop, request_cancel
 from service.store.models import AttemptProgress, Job, MetricPoint
 from service.store.states import AttemptStatus, JobStatus
@@ -92,7 +93,7 @@ def mlflow_steps(plane: ControlPlane, run_id: str, name: str) -> list[int]:
 
 def test_a_job_runs_through_ray_and_reports_to_sql_and_mlflow(plane: ControlPlane) -> None:
     job_id = plane.add_job(TINY, name="tiny")
-    scheduler = SchedulerLoop(plane.settings, plane.factory, plane.ray, plane.tracker)
+    scheduler = SchedulerLoop(SchedulerContext(plane.ray, plane.settings, plane.tracker), plane.factory)
     events = asyncio.new_event_loop()
     thread = threading.Thread(target=events.run_until_complete, args=(scheduler.run(),))
     thread.start()
@@ -153,7 +154,7 @@ def test_cancelling_a_running_job_ends_it_within_ten_seconds(plane: ControlPlane
     plane.wait_for(job_id, lambda _: (p := progress(plane, attempt.id)) and p.step >= 2)
     started = time.monotonic()
     with plane.factory() as session:
-        request_cancel(session, plane.ray, session.get(Job, job_id), plane.tracker)
+        request_cancel(session, SchedulerContext(plane.ray, plane.settings, plane.tracker), session.get(Job, job_id))
     job = plane.wait_for(job_id, lambda job: job.status == JobStatus.CANCELLED, timeout_s=30)
     assert time.monotonic() - started < 10
     assert job.attempts[0].status == AttemptStatus.STOPPED

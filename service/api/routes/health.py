@@ -1,7 +1,7 @@
 """``/api/health`` (public): 200 with each dependency's state, 503 naming the ones that are down.
 
 The database is asked ``SELECT 1`` (PostgreSQL connects with a 5 s timeout, see ``service.store.db``); Ray's
-dashboard is probed with a 2 s timeout, remembered for ``RayClient.probe_ttl_s``. A load balancer or the
+dashboard is probed with a 2 s timeout, remembered for ``RayJobsClient.probe_ttl_s``. A load balancer or the
 compose health check (``curl -f``) sees an outage of either as a failing check.
 """
 

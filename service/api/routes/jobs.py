@@ -7,16 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from mmae.config import Method
 from service.api.deps import (
     PrincipalDep,
     RayDep,
     ReadsDep,
+    SchedulerContextDep,
     SessionDep,
     SettingsDep,
-    TrackerDep,
     WakeSchedulerDep,
     ensure_may_change,
     require_token,
@@ -97,21 +96,12 @@ async def index(
     return await reads.run(load_job_page, settings, filters, sort, limit, offset)
 
 
-def change_job(
-    session: Session, caller: Principal, job_id: int, change: Callable[[Job], None], tries: int = 3
-) -> None:
-    """Apply a state change to a freshly read job (403 unless ``caller`` may change its owner's work); if the
-    scheduler changed the job first (the status compare-and-set fails), re-read it and decide again."""
-    for attempt in range(tries):
-        try:
-            job = get_job(session, job_id, with_attempts=True)
-            ensure_may_change(caller, job.owner, f"job {job_id}")
-            change(job)
-            return
-        except StaleDataError:
-            session.rollback()
-            if attempt == tries - 1:
-                raise
+def change_job(session: Session, caller: Principal, job_id: int, change: Callable[[Job], None]) -> None:
+    """Apply a state change to the job (403 unless ``caller`` may change its owner's work). The scheduler's
+    change re-reads the job and decides again when the scheduler loop changed it first."""
+    job = get_job(session, job_id, with_attempts=True)
+    ensure_may_change(caller, job.owner, f"job {job_id}")
+    change(job)
 
 
 @router.get("/{job_id}")
@@ -120,13 +110,11 @@ async def read(job_id: JobId, reads: ReadsDep, settings: SettingsDep) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", status_code=202)
-def cancel(
-    job_id: JobId, session: SessionDep, settings: SettingsDep, ray: RayDep, tracker: TrackerDep, caller: PrincipalDep
-) -> JobOut:
+def cancel(job_id: JobId, session: SessionDep, context: SchedulerContextDep, caller: PrincipalDep) -> JobOut:
     """Ask a job to stop: queued jobs are cancelled at once, running ones get a cooperative stop (409 when
     it already ended; 403 for another owner's job unless the caller is an admin)."""
-    change_job(session, caller, job_id, lambda job: scheduler.request_cancel(session, ray, job, tracker))
-    return load_job_out(session, settings, job_id)
+    change_job(session, caller, job_id, lambda job: scheduler.request_cancel(session, context, job))
+    return load_job_out(session, context.settings, job_id)
 
 
 @router.post("/{job_id}/retry", status_code=202)

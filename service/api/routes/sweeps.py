@@ -116,7 +116,7 @@ def retry_failed(sweep_id: SweepId, session: SessionDep, wake: WakeSchedulerDep,
         try:
             scheduler.retry_job(session, get_job(session, job_id))
             retried.append(job_id)
-        except (StaleDataError, InvalidTransition):  # retried meanwhile by another request
+        except (StaleDataError, InvalidTransition):  # retried meanwhile by another request, or kept changing
             session.rollback()
     if retried:
         wake()
