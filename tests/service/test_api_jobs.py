@@ -14,6 +14,7 @@ from sqlalchemy import event, insert, update
 from mmae.config import TrainConfig, config_hash
 from service.store.db import session_scope
 from service.store.models import Job
+from tests.tiny_config import TINY
 
 Submit = Callable[..., dict[str, Any]]
 
@@ -31,10 +32,10 @@ def test_create_returns_the_full_job(submit: Submit) -> None:
     assert job["method"] == "mmae" and job["priority"] == 5 and job["max_retries"] == 2
     assert job["resources"] == {"num_cpus": 2.0, "num_gpus": 0.5, "workers": 1, "placement": "pack"}
     assert job["tags"] == ["baseline", "mu=1"]
-    assert job["config"]["steps"] == 30 and job["config"]["loss"]["mu"] == 1.0, "defaults filled in"
+    assert job["config"]["steps"] == TINY["steps"] and job["config"]["loss"]["mu"] == 1.0, "defaults filled in"
     assert len(job["config_hash"]) == 16
     assert job["params"]["loss.mu"] == 1.0 and job["params"]["data.dataset"] == "digits"
-    assert job["progress"] == {"step": 0, "total_steps": 30, "phase": "queued"}
+    assert job["progress"] == {"step": 0, "total_steps": TINY["steps"], "phase": "queued"}
     assert job["attempts"] == [] and job["summary"] == {}
     assert job["collapse"]["fraction"] == 0.04 and job["collapse"]["collapsed"] is None
     assert job["created_at"].endswith("Z") or job["created_at"].endswith("+00:00")
