@@ -12,9 +12,11 @@ Ray 2.60 cannot keep the rest on loopback: its gRPC servers (GCS, raylet node an
 every worker process) bind all interfaces whatever the flags, and ``--node-ip-address=127.0.0.1`` is
 replaced by the machine's routable address (``ray._private.services.resolve_ip_for_localhost``), on
 which the dashboard agent, the runtime-env agent and the Ray client server then listen. Those ports
-refuse requests without the cluster's token; on a shared or exposed machine, firewall them (or run
-the API in a network namespace of its own). ``tests/service/test_ray_head_ports.py`` checks that the
-dashboard is loopback-only and that only those processes listen beyond loopback.
+refuse requests without the cluster's token. The autoscaler's and the dashboard's Prometheus endpoints
+(read-only metrics, no token; free ports per head, not Ray's fixed 44217/44227) listen there too. On a
+shared or exposed machine, firewall them (or run the API in a network namespace of its own).
+``tests/service/test_ray_head_ports.py`` checks that the dashboard is loopback-only and that only those
+processes and ports listen beyond loopback.
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ def start_head(
     parts = urlsplit(address)
     folder = head_dir(address)
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token(),
+           # Prometheus endpoints of the autoscaler and dashboard: Ray's fixed defaults collide between heads
+           "AUTOSCALER_METRIC_PORT": str(_free_port()), "DASHBOARD_METRIC_PORT": str(_free_port())}
     gcs_port = _free_port()
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",

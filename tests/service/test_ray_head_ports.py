@@ -1,6 +1,7 @@
 """What a local Ray head listens on (issue 10, finding 8): the dashboard, where a job is any command, on
 127.0.0.1 only; beyond loopback only the Ray processes that ``service.cluster.ray_head``'s docstring names
-(Ray 2.60 binds its gRPC servers to all interfaces, whatever the flags)."""
+(Ray 2.60 binds its gRPC servers to all interfaces, whatever the flags), and of the autoscaler and the
+dashboard only their Prometheus metrics ports."""
 
 from __future__ import annotations
 
@@ -53,7 +54,11 @@ def test_the_dashboard_is_loopback_only_and_only_named_ray_processes_listen_beyo
     listeners = session_listeners(os.getsid(head))
     dashboard = urlsplit(ray_cluster).port
     assert {address for address, port, _ in listeners if port == dashboard} == {"0100007F"}
+    environment = dict(entry.split("=", 1) for entry in Path(f"/proc/{head}/environ").read_text().split("\0") if entry)
+    metrics_only = {"autoscaler/_private/monitor.py": int(environment["AUTOSCALER_METRIC_PORT"]),
+                    "dashboard/dashboard.py": int(environment["DASHBOARD_METRIC_PORT"])}
     beyond = [(port, command) for address, port, command in listeners if address not in LOOPBACK]
     unnamed = [(port, command[:120]) for port, command in beyond
-               if not any(name in command for name in BEYOND_LOOPBACK)]
+               if not any(name in command for name in BEYOND_LOOPBACK)
+               and not any(name in command and port == metrics for name, metrics in metrics_only.items())]
     assert beyond and not unnamed, unnamed
