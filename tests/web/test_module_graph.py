@@ -67,7 +67,8 @@ def test_views_import_neither_the_router_nor_each_other() -> None:
         for view, targets in module_graph(JS).items()
         if view.parent == views
     }
-    assert not {name: names for name, names in offenders.items() if names}
+    offenders = {name: names for name, names in offenders.items() if names}
+    assert not offenders, f"views import the router or other views: {offenders}"
 
 
 def test_checker_sees_every_import_form(tmp_path: Path) -> None:
