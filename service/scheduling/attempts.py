@@ -1,31 +1,31 @@
-"""Launching and ending attempts: the only code that moves a job along the state machine.
+"""Launching and ending attempts, and every change of a job's or an attempt's status: the scheduler
+(``service.scheduling.scheduler``) decides what happens to a job, this module records it.
 
 An attempt row (with its Ray submission id) is committed before anything is submitted, so a crash
 at any point leaves a row the reconciler can match against Ray: nothing is lost, nothing doubled.
-Every status change goes through ``service.store.states.check_transition``.
+A job's status changes only through ``move`` (``service.store.states.check_transition``). An attempt is
+current (its worker may write: ``workers.fence``) from ``start_attempt`` until ``end_attempt``,
+``succeed`` or ``stopped`` ends it, and a job gets a new attempt only once its current one has ended.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from mmae.config import TrainConfig
-from service.cluster.ray_client import RayBusy, RayClient
+from service.cluster.ray_client import RayBusy
+from service.scheduling.context import SchedulerContext
 from service.settings import Settings
-from service.store.models import Attempt, Job
+from service.store.models import Attempt, Job, utcnow
 from service.store.states import AttemptStatus, JobStatus, check_transition
 from workers.credentials import without_password
 from workers.spec import AttemptSpec
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def run_name(job: Job) -> str:
@@ -39,13 +39,14 @@ def run_name(job: Job) -> str:
     return job.run_dir_name
 
 
-def move(job: Job, status: JobStatus) -> None:
-    """Set ``job.status`` along an edge of the state machine (raises ``InvalidTransition`` otherwise)."""
-    check_transition(JobStatus(job.status), status)
+def move(job: Job, status: JobStatus, *, user_retry: bool = False) -> None:
+    """Set ``job.status`` along an edge of the state machine, or a user's retry's when ``user_retry``
+    (raises ``InvalidTransition`` otherwise)."""
+    check_transition(JobStatus(job.status), status, user_retry=user_retry)
     job.status = status
 
 
-def start_attempt(session: Session, job: Job, ray: RayClient, settings: Settings) -> Attempt:
+def start_attempt(session: Session, context: SchedulerContext, job: Job) -> Attempt:
     """queued -> starting: commit a new attempt, then submit it to Ray.
 
     The job's MLflow run is opened once the attempt runs, by ``service.tracking.mlflow_sync``'s thread, off the
@@ -60,11 +61,11 @@ def start_attempt(session: Session, job: Job, ray: RayClient, settings: Settings
     run_name(job)  # named before the commit, so every attempt of the job shares it
     move(job, JobStatus.STARTING)
     session.commit()
-    submit(session, job, attempt, ray, settings)
+    submit(session, context, job, attempt)
     return attempt
 
 
-def submit(session: Session, job: Job, attempt: Attempt, ray: RayClient, settings: Settings) -> None:
+def submit(session: Session, context: SchedulerContext, job: Job, attempt: Attempt) -> None:
     """Submit the attempt with its spec; a submission Ray rejects (4xx) fails the job at once.
 
     A transient failure leaves the attempt pending for the reconciler, which submits it again once
@@ -72,7 +73,7 @@ def submit(session: Session, job: Job, attempt: Attempt, ray: RayClient, setting
     or 429) is logged here; ``RayUnavailable`` (no answer at all) propagates, ending the pass.
     """
     try:
-        ray.submit(attempt.ray_submission_id, attempt_spec(settings, job, attempt))
+        context.ray.submit(attempt.ray_submission_id, attempt_spec(context.settings, job, attempt))
     except RayBusy as error:
         log.warning("job %s: submission %s deferred: %s", job.id, attempt.ray_submission_id, error)
     except RuntimeError as error:
@@ -98,6 +99,28 @@ def attempt_spec(settings: Settings, job: Job, attempt: Attempt) -> AttemptSpec:
     )
 
 
+def mark_running(job: Job, attempt: Attempt) -> None:
+    """Ray runs the attempt: a pending attempt is running now, and so is its starting job."""
+    if attempt.status == AttemptStatus.PENDING:
+        attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
+    if job.status == JobStatus.STARTING:
+        move(job, JobStatus.RUNNING)
+        job.started_at = job.started_at or utcnow()
+
+
+def succeed(job: Job, attempt: Attempt, summary: dict[str, Any] | None) -> None:
+    """The attempt finished training: it and its job succeeded, with the job's final metrics."""
+    attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
+    job.record_summary(summary)
+    finish(job, JobStatus.SUCCEEDED)
+
+
+def stopped(job: Job, attempt: Attempt) -> None:
+    """Ray ended the attempt of a cancelling job: the attempt is stopped, the job cancelled."""
+    attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
+    finish(job, JobStatus.CANCELLED)
+
+
 def end_attempt(job: Job, attempt: Attempt, error: str, *, retry: bool) -> None:
     """Fail an attempt; re-queue the job while retries remain (and ``retry``), else fail the job."""
     attempt.status, attempt.error, attempt.finished_at = AttemptStatus.FAILED, error, utcnow()
@@ -117,3 +140,12 @@ def finish(job: Job, status: JobStatus, error: str | None = None) -> None:
     job.finished_at = utcnow()
     if error is not None:
         job.error = error
+
+
+def requeue(job: Job) -> None:
+    """A user's retry: a failed or cancelled job goes back to the end of the queue with a fresh retry
+    budget (raises ``InvalidTransition`` for any other job)."""
+    move(job, JobStatus.QUEUED, user_retry=True)
+    job.retries_used, job.error = 0, None
+    job.record_summary(None)
+    job.finished_at, job.cancel_requested_at, job.queued_at = None, None, utcnow()

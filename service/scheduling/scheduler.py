@@ -29,10 +29,20 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from service.cluster.ray_client import ClusterResources, RayBusy, RayClient, RayJobState, RayUnavailable
-from service.scheduling.attempts import end_attempt, finish, move, start_attempt, submit
+from service.scheduling.attempts import (
+    end_attempt,
+    finish,
+    mark_running,
+    move,
+    requeue,
+    start_attempt,
+    stopped,
+    submit,
+    succeed,
+)
 from service.scheduling.context import SchedulerContext
 from service.store.models import Attempt, AttemptProgress, Job, Sweep, utcnow
-from service.store.states import ACTIVE, AttemptStatus, JobStatus, check_transition
+from service.store.states import ACTIVE, AttemptStatus, JobStatus
 from service.tracking.mlflow_sync import MlflowSync
 from workers.spec import EXIT_PERMANENT
 from workers.tables import json_finite
@@ -70,7 +80,7 @@ def admit_queued(session: Session, context: SchedulerContext) -> list[int]:
         free["GPU"] -= row.gpus
         job = session.get(Job, row.id) if fits else None
         if job is not None and job.status == JobStatus.QUEUED:
-            start_attempt(session, job, context.ray, context.settings)
+            start_attempt(session, context, job)
             per_sweep[row.sweep_id] += 1
             started.append(job.id)
         if free["CPU"] <= -EPSILON:  # no job behind (each needs CPUs) can fit any more
@@ -253,12 +263,9 @@ def _reconcile_attempt(
     elif state is not None and state.status in ("PENDING", "RUNNING"):
         _still_live(session, context, job, attempt, state, progress)
     elif state is not None and state.status == "SUCCEEDED" and finished:
-        attempt.status, attempt.finished_at = AttemptStatus.SUCCEEDED, utcnow()
-        job.record_summary(json_finite(progress.summary))
-        finish(job, JobStatus.SUCCEEDED)
+        succeed(job, attempt, json_finite(progress.summary))
     elif job.status == JobStatus.CANCELLING:
-        attempt.status, attempt.finished_at = AttemptStatus.STOPPED, utcnow()
-        finish(job, JobStatus.CANCELLED)
+        stopped(job, attempt)
     else:
         retry = state is None or state.exit_code != EXIT_PERMANENT
         end_attempt(job, attempt, _failure(state, context.ray, attempt), retry=retry)
@@ -275,7 +282,7 @@ def _submit_again(session: Session, context: SchedulerContext, job: Job, attempt
         end_attempt(job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
                     retry=True)
     elif ray.submit_due(attempt.ray_submission_id):
-        submit(session, job, attempt, ray, settings)
+        submit(session, context, job, attempt)
 
 
 def _still_live(
@@ -302,11 +309,7 @@ def _still_live(
         session.commit()
         ray.stop(attempt.ray_submission_id)
         return
-    if attempt.status == AttemptStatus.PENDING:
-        attempt.status, attempt.started_at = AttemptStatus.RUNNING, utcnow()
-    if job.status == JobStatus.STARTING:
-        move(job, JobStatus.RUNNING)
-        job.started_at = job.started_at or utcnow()
+    mark_running(job, attempt)
 
 
 def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | None:
@@ -376,11 +379,7 @@ def retry_job(session: Session, job: Job) -> None:
 
 
 def _requeue(session: Session, job: Job) -> None:
-    check_transition(JobStatus(job.status), JobStatus.QUEUED, user_retry=True)
-    job.status = JobStatus.QUEUED
-    job.retries_used, job.error = 0, None
-    job.record_summary(None)
-    job.finished_at, job.cancel_requested_at, job.queued_at = None, None, utcnow()
+    requeue(job)
     session.commit()
 
 

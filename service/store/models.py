@@ -22,6 +22,7 @@ HEADLINE_METRIC = "eval/linear_top1"  # the offline linear probe's top-1 accurac
 
 
 def utcnow() -> datetime:
+    """Now, timezone-aware UTC: the service's one clock (workers, below the service, read their own)."""
     return datetime.now(UTC)
 
 

@@ -387,20 +387,20 @@ def test_concurrent_status_changes_cannot_overwrite_each_other(plane: Plane) -> 
 # Fencing: never two live attempts of one job
 
 
-def test_a_new_attempt_reaches_ray_only_after_the_old_one_is_ended_in_the_database(
+def test_an_attempt_reaches_ray_only_once_committed_and_after_the_old_one_is_ended_in_the_database(
     engine: Engine, tmp_path: Path
 ) -> None:
     plane = plane_of(engine, tmp_path, FakeRay(), heartbeat_timeout_s=30, pending_timeout_s=60)
     live_at_submit: list[list[int]] = []
 
-    def others_live(_submission_id: str, spec: AttemptSpec) -> None:
+    def live_attempts(_submission_id: str, spec: AttemptSpec) -> None:
         with engine.connect() as connection:  # what a worker's fenced flush would see now
-            live_at_submit.append(list(connection.scalars(select(Attempt.id).where(
-                Attempt.job_id == spec.job_id, Attempt.id != spec.attempt_id,
-                Attempt.status.in_((AttemptStatus.PENDING, AttemptStatus.RUNNING)),
-            ))))
+            live = connection.scalars(select(Attempt.id).where(
+                Attempt.job_id == spec.job_id, Attempt.status.in_((AttemptStatus.PENDING, AttemptStatus.RUNNING)),
+            ))
+            live_at_submit.append([attempt_id - spec.attempt_id for attempt_id in live])
 
-    plane.ray.on_submit = others_live
+    plane.ray.on_submit = live_attempts
     job_id = plane.add_job(max_retries=3)
     first = plane.start(job_id)
     plane.report(job_id, heartbeat_at=datetime.now(UTC) - timedelta(minutes=5))  # the worker hung
@@ -413,7 +413,7 @@ def test_a_new_attempt_reaches_ray_only_after_the_old_one_is_ended_in_the_databa
     plane.ray.lose(second)
     plane.reconcile()
     plane.start(job_id)
-    assert live_at_submit == [[], [], []]
+    assert live_at_submit == [[0], [0], [0]], "the submitted attempt, committed, and no other"
     attempts = plane.job(job_id).attempts
     assert [a.status for a in attempts] == [AttemptStatus.FAILED, AttemptStatus.FAILED, AttemptStatus.RUNNING]
     assert "no heartbeat for" in attempts[0].error
