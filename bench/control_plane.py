@@ -54,11 +54,11 @@ from service.store.db import make_engine, make_session_factory
 from service.store.migrations import upgrade_to_head
 from service.store.models import AttemptProgress, Job, MetricPoint
 from service.store.run_params import key_params
+from service.store.states import TERMINAL
 from workers.reporter import Reporter, connect
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("MMAE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TERMINAL = ("succeeded", "failed", "cancelled")
 # A job that would train for a long time: it is stopped as soon as it runs.
 LONG_JOB = {"method": "mmae", "steps": 100_000, "device": "cpu", "model": {"depth": 1, "decoder_depth": 1}}
 
@@ -197,7 +197,7 @@ def seed_jobs(database_url: str, count: int) -> int:
     jobs = [
         {
             "name": f"seed-{i}",
-            "status": rng.choice(TERMINAL),
+            "status": rng.choice(sorted(TERMINAL)),
             "method": (method := rng.choice(methods)),
             "config": dumped,
             "params": params[method],

@@ -36,13 +36,13 @@ from sqlalchemy import create_engine, select
 
 from service.cluster import ray_head
 from service.settings import Settings
+from service.store.states import TERMINAL
 from workers.tables import metric_points
 
 ROOT = Path(__file__).resolve().parents[1]
 MMAE = str(Path(sys.executable).with_name("mmae"))
 STEP_TIME = "train/step_time_s"
 SWEEP_MUS = [1.0, 2.0, 3.0, 4.0]
-TERMINAL = {"succeeded", "failed", "cancelled"}
 POLL_S = 1.0  # as often as `mmae submit --wait` asks
 # the scheduler's and reconciler's shipped intervals: the reconciler notices a finished job within its interval
 SHIPPED_INTERVALS = tuple(
