@@ -27,6 +27,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
+from tests.tiny_config import TINY
+
 PG_ADMIN_URL = os.environ.get("MMAE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -114,15 +116,6 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-TINY_TRAIN_CONFIG: dict[str, Any] = {
-    "method": "mmae",
-    "steps": 20,
-    "checkpoint_every": 10,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "monitor": {"every": 5},
-    "eval": {"linear_epochs": 2},
-}
 
 
 @dataclass
@@ -139,7 +132,7 @@ class ControlPlane:
         from mmae.config import TrainConfig, config_hash
         from service.store.models import Job
 
-        validated = TrainConfig.model_validate(config or TINY_TRAIN_CONFIG)
+        validated = TrainConfig.model_validate(config or TINY)
         with self.factory() as session:
             fields = {"name": "test", "config_hash": config_hash(validated), **fields}
             job = Job(method=validated.method, config=validated.model_dump(mode="json"), **fields)

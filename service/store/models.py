@@ -6,7 +6,6 @@ makes a sweep cell's identity, so resubmitting a sweep is idempotent.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -14,6 +13,7 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from mmae.finite import finite_numbers
 from service.store.states import AttemptStatus, JobStatus
 from workers.spec import Scaling
 from workers.tables import attempt_progress, metadata, metric_points
@@ -139,8 +139,7 @@ class Job(Base):
     def record_summary(self, summary: dict[str, Any] | None) -> None:
         """Store the final metrics (finite numbers, or None to clear them) and their headline column."""
         self.summary = summary
-        value = (summary or {}).get(HEADLINE_METRIC)
-        self.linear_top1 = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        self.linear_top1 = finite_numbers(summary).get(HEADLINE_METRIC)
 
 
 class Attempt(Base):

@@ -20,30 +20,19 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.tiny_config import tiny
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("MMAE_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
-# A digits M-MAE run small enough to finish in well under a minute on two CPU cores.
-TINY_MMAE: dict[str, Any] = {
-    "method": "mmae",
-    "steps": 60,
-    "checkpoint_every": 20,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "decoder_dim": 32, "decoder_depth": 1},
-    "monitor": {"every": 5},
-    "eval": {"linear_epochs": 2},
-}
-TINY_SIMCLR: dict[str, Any] = {
-    "method": "simclr",
-    "steps": 40,
-    "data": {"dataset": "digits", "batch_size": 64},
-    "model": {"depth": 1, "projector_hidden_dim": 64, "projector_dim": 32},
-    "monitor": {"every": 5},
-    "eval": {"linear_epochs": 2},
-}
+# Digits runs small enough to finish in well under a minute on two CPU cores.
+TINY_MMAE: dict[str, Any] = tiny(steps=60, checkpoint_every=20)
+TINY_SIMCLR: dict[str, Any] = tiny(
+    method="simclr", steps=40, **{"model.projector_hidden_dim": 64, "model.projector_dim": 32}
+)
 
 
 @dataclass(frozen=True)

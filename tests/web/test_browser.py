@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
+from service.store.states import TERMINAL
 from tests.web.conftest import DESKTOP, PHONE, TINY_MMAE, TINY_SIMCLR, Service, login, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.slow]
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def points(page: Any, chart: str) -> int:
