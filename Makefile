@@ -25,7 +25,8 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest
 
-# The quick loop: no Ray head, no PostgreSQL, no browser, no long training (markers: see tests/conftest.py).
+# The quick loop: no Ray head, no PostgreSQL, no browser, nothing slow (tests that train, start processes or
+# wait for more than a few seconds: SLOW_TESTS and SLOW_FIXTURES in tests/conftest.py).
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not ray and not postgres and not browser"
 
