@@ -48,6 +48,7 @@ from mmae.config import TrainConfig, config_hash
 from service.auth import ADMIN_TOKEN_FILE
 from service.cluster import ray_head
 from service.cluster.ray_client import ClusterResources
+from service.scheduling.context import SchedulerContext
 from service.scheduling.scheduler import admit_queued
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
@@ -55,6 +56,7 @@ from service.store.migrations import upgrade_to_head
 from service.store.models import AttemptProgress, Job, MetricPoint
 from service.store.run_params import key_params
 from service.store.states import TERMINAL
+from service.tracking.tracker import Tracker
 from workers.reporter import Reporter, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,11 +410,12 @@ def admission_pass(database_url: str, data_dir: Path, queued: int, repeats: int 
         connection.execute(text("VACUUM ANALYZE"))  # what autovacuum does soon after a bulk load
     factory = make_session_factory(engine)
     settings = Settings(data_dir=data_dir, database_url=database_url)
+    context = SchedulerContext(FullCluster(), settings, Tracker(settings))  # type: ignore[arg-type]
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         with factory() as session:
-            assert admit_queued(session, FullCluster(), settings) == []  # type: ignore[arg-type]
+            assert admit_queued(session, context) == []
         times.append(time.perf_counter() - started)
     engine.dispose()
     return statistics.median(times)
