@@ -25,7 +25,8 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
-from service.store.models import ApiToken, LoginSession, utcnow
+from service.store.clock import as_utc, utcnow
+from service.store.models import ApiToken, LoginSession
 
 COOKIE_NAME = "mmae_session"
 TOKEN_PREFIX = "mmae_"
@@ -131,7 +132,7 @@ def _live(now: datetime) -> ColumnElement[bool]:
 
 
 def principal_of(row: ApiToken, expires_at: datetime | None = None) -> Principal:
-    ends = [_aware(moment) for moment in (row.expires_at, expires_at) if moment is not None]
+    ends = [as_utc(moment) for moment in (row.expires_at, expires_at) if moment is not None]
     return Principal(row.id, row.name, Role(row.role), row.owner, min(ends) if ends else None)
 
 
@@ -168,7 +169,7 @@ def touch(session: Session, row: ApiToken) -> None:
     """Set ``last_used_at`` to now when it is older than ``LAST_USED_EVERY`` (or unset): one write a minute
     per token at most, and none from a read that finds it fresh. Commits (its own short transaction)."""
     now = utcnow()
-    if row.last_used_at is not None and _aware(row.last_used_at) > now - LAST_USED_EVERY:
+    if row.last_used_at is not None and as_utc(row.last_used_at) > now - LAST_USED_EVERY:
         return
     stale = or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY)
     # No in-Python matching of the session's row: SQLite gives its datetime back naive, ``now`` is aware.
@@ -177,9 +178,6 @@ def touch(session: Session, row: ApiToken) -> None:
     session.commit()
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes for the UTC values it stores."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def create_login_session(session: Session, token_id: int, lifetime: timedelta) -> tuple[str, datetime]:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -105,7 +105,7 @@ def token_create_command(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from service.auth import create_token
-    from service.store.models import utcnow
+    from service.store.clock import utcnow
 
     name, owner = args.name.strip(), (args.owner or args.name).strip()
     for label, value in (("token name", name), ("owner", owner)):
@@ -124,18 +124,19 @@ def token_list_command(args: argparse.Namespace) -> int:
     """Every token: id, name, role, owner, state (live, revoked, expired), expiry and last use."""
     from sqlalchemy import select
 
-    from service.store.models import ApiToken, utcnow
+    from service.store.clock import as_utc, utcnow
+    from service.store.models import ApiToken
 
     with token_session() as session:
         rows = session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
     now = utcnow()
     print(f"{'ID':>4}  {'NAME':<20}  {'ROLE':<5}  {'OWNER':<16}  {'STATE':<7}  {'EXPIRES':<16}  LAST USED")
     for row in rows:
-        expires = _utc(row.expires_at)
+        expires = row.expires_at and as_utc(row.expires_at)
         state = "revoked" if row.revoked else "expired" if expires is not None and expires <= now else "live"
         print(
             f"{row.id:>4}  {row.name:<20}  {row.role:<5}  {row.owner:<16}  {state:<7}  "
-            f"{_minute(expires) or 'never':<16}  {_minute(_utc(row.last_used_at)) or 'never'}"
+            f"{_minute(expires) or 'never':<16}  {_minute(row.last_used_at and as_utc(row.last_used_at)) or 'never'}"
         )
     return 0
 
@@ -167,11 +168,6 @@ def token_session() -> Iterator[Session]:
             yield session
     finally:
         engine.dispose()
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes for the UTC values it stores."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _minute(moment: datetime | None) -> str | None:

@@ -8,7 +8,7 @@ Configs are validated by ``mmae.config.TrainConfig`` itself, so their errors poi
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from mmae.config import TrainConfig
+from service.store.clock import as_utc
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:=+/-]{1,64}$")]
@@ -36,7 +37,7 @@ SWEEP_CELL_CEILING = 10_000  # no sweep has more cells, whatever MMAE_MAX_SWEEP_
 
 # SQLite hands back naive datetimes; every time the API returns is UTC, so say so.
 Timestamp = Annotated[
-    datetime, AfterValidator(lambda value: value if value.tzinfo else value.replace(tzinfo=UTC))
+    datetime, AfterValidator(as_utc)
 ]
 
 SortKey = Literal[

@@ -20,7 +20,8 @@ from mmae.config import TrainConfig
 from service.cluster.ray_client import RayBusy
 from service.scheduling.context import SchedulerContext
 from service.settings import Settings
-from service.store.models import Attempt, Job, utcnow
+from service.store.clock import utcnow
+from service.store.models import Attempt, Job
 from service.store.states import AttemptStatus, JobStatus, check_transition
 from workers.credentials import without_password
 from workers.spec import AttemptSpec

@@ -22,7 +22,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -41,7 +41,8 @@ from service.scheduling.attempts import (
     succeed,
 )
 from service.scheduling.context import SchedulerContext
-from service.store.models import Attempt, AttemptProgress, Job, Sweep, utcnow
+from service.store.clock import as_utc, utcnow
+from service.store.models import Attempt, AttemptProgress, Job, Sweep
 from service.store.states import ACTIVE, AttemptStatus, JobStatus
 from service.tracking.mlflow_sync import MlflowSync
 from workers.spec import EXIT_PERMANENT
@@ -276,7 +277,7 @@ def _submit_again(session: Session, context: SchedulerContext, job: Job, attempt
     submit it once its backoff is over; after ``submit_retry_s`` end it like a failed attempt (retried
     while the job has retries left)."""
     ray, settings = context.ray, context.settings
-    waited = (utcnow() - _aware(attempt.submitted_at)).total_seconds()
+    waited = (utcnow() - as_utc(attempt.submitted_at)).total_seconds()
     if waited > settings.submit_retry_s:
         ray.forget_submission(attempt.ray_submission_id)
         end_attempt(job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
@@ -296,7 +297,7 @@ def _still_live(
         ray.stop(attempt.ray_submission_id)  # idempotent: covers a crash between commit and stop
         return
     if state.status == "PENDING":
-        if utcnow() - _aware(attempt.submitted_at) > timedelta(seconds=settings.pending_timeout_s):
+        if utcnow() - as_utc(attempt.submitted_at) > timedelta(seconds=settings.pending_timeout_s):
             ray.stop(attempt.ray_submission_id)
             end_attempt(job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
                         "s (no node had room for it)", retry=True)
@@ -316,12 +317,9 @@ def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | N
     """Seconds since a running attempt's last heartbeat (or since it started running, before its
     first); None for an attempt not yet seen running."""
     last = progress.heartbeat_at if progress is not None else attempt.started_at
-    return None if last is None else (utcnow() - _aware(last)).total_seconds()
+    return None if last is None else (utcnow() - as_utc(last)).total_seconds()
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; ours are all UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _failure(state: RayJobState | None, ray: RayClient, attempt: Attempt, tail: int = 30) -> str:

@@ -6,7 +6,7 @@ makes a sweep cell's identity, so resubmitting a sweep is idempotent.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -14,16 +14,12 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from mmae.finite import finite_numbers
+from service.store.clock import utcnow
 from service.store.states import AttemptStatus, JobStatus
 from workers.spec import Scaling
 from workers.tables import attempt_progress, metadata, metric_points
 
 HEADLINE_METRIC = "eval/linear_top1"  # the offline linear probe's top-1 accuracy: a job's headline result
-
-
-def utcnow() -> datetime:
-    """Now, timezone-aware UTC: the service's one clock (workers, below the service, read their own)."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from service.auth import LAST_USED_EVERY, Role, create_token
+from service.store.clock import utcnow
 from service.store.db import session_scope
-from service.store.models import ApiToken, utcnow
+from service.store.models import ApiToken
 from tests.service.conftest import Cli
 
 

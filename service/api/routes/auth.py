@@ -17,7 +17,7 @@ from service.auth import (
     principal_of,
 )
 from service.schemas import LoginRequest, Me
-from service.store.models import utcnow
+from service.store.clock import utcnow
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
