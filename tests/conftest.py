@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,37 +39,10 @@ SERVICE_MARKERS = {
     "ray_cluster": "ray", "postgres_url": "postgres", "own_postgres_url": "postgres", "browser": "browser",
 }
 # Tests that take more than a few seconds on 2 cores (they train, start processes, wait out a timeout or
-# fill a big table) are ``slow``, so ``make test-fast`` (under 60 s) leaves them to ``make test``: those
-# that use one of these fixtures (``runs``, tests/mmae/test_distributed.py: every method in two ranks and
-# in one process), and these tests, every parametrization.
+# fill a big table) carry ``@pytest.mark.slow``, so ``make test-fast`` leaves them to ``make test``; so does
+# every test that uses one of these fixtures (``runs``, tests/mmae/test_distributed.py: every method in two
+# ranks and in one process).
 SLOW_FIXTURES = frozenset({"runs"})
-SLOW_TESTS = frozenset({
-    "tests/test_layering.py::test_importing_mmae_does_not_load_service_side_packages",
-    "tests/mmae/test_train.py::test_mmae_logs_reconstruction_and_tcr",
-    "tests/mmae/test_train.py::test_each_method_trains_with_falling_loss",
-    "tests/mmae/test_train.py::test_stop_then_resume_reproduces_the_uninterrupted_run",
-    "tests/mmae/test_train.py::test_resume_from_a_periodic_checkpoint_is_exact",
-    "tests/mmae/test_train.py::test_checkpoints_every_n_steps_and_at_the_end",
-    "tests/mmae/test_train.py::test_evaluation_metrics_join_the_summary",
-    "tests/mmae/test_train.py::test_cooperative_stop_checkpoints_and_skips_evaluation",
-    "tests/mmae/test_evaluate.py::test_evaluate_on_digits_is_well_formed_and_above_chance",
-    "tests/mmae/test_evaluate.py::test_evaluate_checkpoint_rebuilds_the_run",
-    "tests/mmae/test_evaluate.py::test_features_are_unmasked_and_deterministic",
-    "tests/mmae/test_lars.py::test_evaluate_uses_the_protocol_the_config_names",
-    "tests/mmae/test_lars.py::test_paper_protocol_runs_on_digits_and_leaves_the_encoder_alone",
-    "tests/mmae/test_cli.py::test_train_then_eval_a_tiny_run",
-    "tests/mmae/test_cli.py::test_console_error_has_no_traceback",
-    "tests/mmae/test_monitor.py::test_fit_emits_every_monitor_metric",
-    "tests/service/test_cli.py::test_serve_prints_the_token_files_path_on_first_start_only",
-    "tests/service/test_settings.py::test_mmae_serve_says_what_is_wrong_in_one_line",
-    "tests/service/test_collapse_alarm.py::test_a_run_with_a_huge_learning_rate_raises_the_alarm",
-    "tests/service/test_mlflow_sync.py::test_a_job_that_ran_while_mlflow_was_down_gets_its_run_back_filled_once",
-    "tests/service/test_mlflow_sync.py::test_a_silent_tracking_server_fails_a_pass_within_the_timeout",
-    "tests/service/test_report.py::test_report_is_stored_on_the_parent_run_and_mlflow_failures_are_only_logged",
-    "tests/service/test_api_jobs.py::test_ten_thousand_jobs_page_quickly_and_completely",
-    "tests/service/test_fuzz_openapi.py::test_no_route_answers_5xx_to_anything_from_the_schema",
-    "tests/workers/test_storage.py::test_a_run_checkpointed_to_s3_resumes_on_a_fresh_node_exactly",
-})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture in getattr(item, "fixturenames", ()):
             if fixture in SERVICE_MARKERS:
                 item.add_marker(SERVICE_MARKERS[fixture])
-        if item.nodeid.split("[")[0] in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker("slow")
 
 
@@ -122,25 +96,41 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest migration, made once per session for tests to copy (migrating costs
+    a quarter of a second; a copy, a millisecond)."""
+    from service.store.db import make_engine
+    from service.store.migrations import upgrade_to_head
+
+    path = tmp_path_factory.mktemp("migrated") / "mmae.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade_to_head(engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """URL of a database at the newest migration: a fresh SQLite file, or this session's PostgreSQL
-    database (its tables emptied after the test)."""
+    """URL of a database at the newest migration: a copy of the session's migrated SQLite file, or this
+    session's PostgreSQL database (migrated once, its tables emptied after the test)."""
     from service.store.db import make_engine
     from service.store.migrations import upgrade_to_head
     from service.store.models import Base
 
-    sqlite = request.param == "sqlite"
-    url = f"sqlite:///{tmp_path / 'mmae.db'}" if sqlite else request.getfixturevalue("postgres_url")
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), tmp_path / "mmae.db")
+        yield f"sqlite:///{tmp_path / 'mmae.db'}"
+        return
+    url = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     upgrade_to_head(engine)
     try:
         yield url
     finally:
-        if not sqlite:
-            names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
-            with engine.begin() as connection:
-                connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        names = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         engine.dispose()
 
 

@@ -88,6 +88,7 @@ def test_checker_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert imported_roots(module) == {"ray", "mlflow"}
 
 
+@pytest.mark.slow
 def test_importing_mmae_does_not_load_service_side_packages() -> None:
     import subprocess
     import sys

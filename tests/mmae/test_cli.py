@@ -95,6 +95,7 @@ def test_a_higher_layer_can_add_subcommands():
     assert parser.parse_args(["serve"]).command == "serve"
 
 
+@pytest.mark.slow
 def test_train_then_eval_a_tiny_run(capsys, config_file, tmp_path):
     run_dir = tmp_path / "run"
     assert main(["train", str(config_file), "--run-dir", str(run_dir), "--set", "loss.tcr_lambda=0.1"]) == 0
@@ -113,6 +114,7 @@ def test_train_then_eval_a_tiny_run(capsys, config_file, tmp_path):
     assert 0.0 <= results["eval/linear_top1"] <= 1.0 and "eval/knn_top5" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_error_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  patch_size: 3\n")

@@ -39,6 +39,7 @@ def test_knn_weights_votes_by_similarity():
     assert knn_classify(bank, query, num_classes=2, k=3, temperature=100.0)[0] == 0.0
 
 
+@pytest.mark.slow
 def test_evaluate_on_digits_is_well_formed_and_above_chance(tiny_config):
     config = tiny_config("mae", **{"eval.finetune_epochs": 1, "eval.linear_epochs": 20})
     seed_everything(0)
@@ -52,6 +53,7 @@ def test_evaluate_on_digits_is_well_formed_and_above_chance(tiny_config):
     assert objective.training  # evaluation leaves the model as it found it
 
 
+@pytest.mark.slow
 def test_features_are_unmasked_and_deterministic(tiny_config):
     config = tiny_config("mmae")
     bundle = build_datasets(config.data, config.seed)
@@ -62,6 +64,7 @@ def test_features_are_unmasked_and_deterministic(tiny_config):
     assert torch.allclose(first[0], second[0], atol=1e-5) and torch.equal(first[1], second[1])
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_rebuilds_the_run(tiny_config, tmp_path):
     config = tiny_config("simclr", steps=3, **{"eval.enabled": True})
     result = fit(config, tmp_path)

@@ -47,6 +47,7 @@ def digits_objective(tiny_config):
     return config, bundle, build_objective(config, bundle.in_chans, bundle.image_size, bundle.mean, bundle.std)
 
 
+@pytest.mark.slow
 def test_paper_protocol_runs_on_digits_and_leaves_the_encoder_alone(digits_objective):
     _, bundle, objective = digits_objective
     before = {name: value.clone() for name, value in objective.state_dict().items()}
@@ -57,6 +58,7 @@ def test_paper_protocol_runs_on_digits_and_leaves_the_encoder_alone(digits_objec
     assert all(torch.equal(before[name], value) for name, value in objective.state_dict().items())
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_protocol_the_config_names(digits_objective):
     config, bundle, objective = digits_objective
     quick = evaluate(objective, bundle, config, torch.device("cpu"), "fp32")

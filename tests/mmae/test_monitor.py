@@ -135,6 +135,7 @@ def test_orthogonal_features_have_full_effective_rank():
 
 
 @pytest.mark.parametrize(("method", "names"), [("mae", SINGLE), ("simclr", PAIR)])
+@pytest.mark.slow
 def test_fit_emits_every_monitor_metric(method, names, tiny_config, tmp_path):
     emitted: dict[str, float] = {}
 

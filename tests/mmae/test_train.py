@@ -52,6 +52,7 @@ class Recorder(Callback):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_each_method_trains_with_falling_loss(method, tiny_config, tmp_path):
     recorder = Recorder()
     result = fit(tiny_config(method), tmp_path, [recorder])
@@ -68,6 +69,7 @@ def _final_parameters(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("method", ["mmae", "byol"])
+@pytest.mark.slow
 def test_stop_then_resume_reproduces_the_uninterrupted_run(method, tiny_config, tmp_path):
     config = tiny_config(method)
     straight = Recorder()
@@ -87,6 +89,7 @@ def test_stop_then_resume_reproduces_the_uninterrupted_run(method, tiny_config, 
     assert probe and probe == straight.series("probe/online_top1")[-len(probe):]
 
 
+@pytest.mark.slow
 def test_resume_from_a_periodic_checkpoint_is_exact(tiny_config, tmp_path):
     config = tiny_config("mmae")
     straight = Recorder()
@@ -101,6 +104,7 @@ def test_resume_from_a_periodic_checkpoint_is_exact(tiny_config, tmp_path):
     assert "resumed from step 10" in resumed.statuses
 
 
+@pytest.mark.slow
 def test_cooperative_stop_checkpoints_and_skips_evaluation(tiny_config, tmp_path):
     recorder = Recorder(stop_at=3)
     config = tiny_config("mae", **{"eval.enabled": True})
@@ -112,6 +116,7 @@ def test_cooperative_stop_checkpoints_and_skips_evaluation(tiny_config, tmp_path
     assert not any(name.startswith("eval/") for name in result.summary)
 
 
+@pytest.mark.slow
 def test_checkpoints_every_n_steps_and_at_the_end(tiny_config, tmp_path):
     recorder = Recorder()
     fit(tiny_config("mae", steps=25), tmp_path, [recorder])
@@ -144,6 +149,7 @@ def test_mmae_raises_effective_rank_over_mae(tiny_config, tmp_path):
     assert eranks["mmae"] > 2 * eranks["mae"]
 
 
+@pytest.mark.slow
 def test_mmae_logs_reconstruction_and_tcr(tiny_config, tmp_path):
     recorder = Recorder()
     fit(tiny_config("mmae", steps=2, **{"loss.tcr_lambda": 0.5}), tmp_path, [recorder])
@@ -152,6 +158,7 @@ def test_mmae_logs_reconstruction_and_tcr(tiny_config, tmp_path):
     assert last["train/lr"] > 0 and last["train/step_time_s"] > 0
 
 
+@pytest.mark.slow
 def test_evaluation_metrics_join_the_summary(tiny_config, tmp_path):
     recorder = Recorder()
     result = fit(tiny_config("mae", steps=5, **{"eval.enabled": True}), tmp_path, [recorder])

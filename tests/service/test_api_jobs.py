@@ -178,6 +178,7 @@ def test_non_finite_summary_values_come_back_as_null(
     }
 
 
+@pytest.mark.slow
 def test_ten_thousand_jobs_page_quickly_and_completely(client: TestClient) -> None:
     config = TrainConfig.model_validate({"steps": 10})
     now = datetime.now(UTC)

@@ -210,6 +210,7 @@ def test_token_create_prints_a_working_token_once(api: str, cli: Cli, monkeypatc
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_serve_prints_the_token_files_path_on_first_start_only(tmp_path: Path, workers: int) -> None:
     env = {
         **os.environ,

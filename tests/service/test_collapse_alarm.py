@@ -90,6 +90,7 @@ class Seen(Callback):
             self.ranks.append(NewestRanks(metrics["info/erank"], metrics["info/erank_centered"]))
 
 
+@pytest.mark.slow
 def test_a_run_with_a_huge_learning_rate_raises_the_alarm(tmp_path: Path) -> None:
     diverging = {"optim.lr": 10.0, "optim.warmup_steps": 0, "monitor.every": 3, "monitor.online_probe": False}
     config = TrainConfig.model_validate(tiny(method="mae", steps=6, **{**diverging, "eval.enabled": False}))

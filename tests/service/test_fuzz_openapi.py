@@ -118,6 +118,7 @@ def fuzzed_app(tmp_path, database_url: str, monkeypatch: pytest.MonkeyPatch):
         yield client, token
 
 
+@pytest.mark.slow
 def test_no_route_answers_5xx_to_anything_from_the_schema(fuzzed_app) -> None:
     client, token = fuzzed_app
     schema = client.app.openapi()

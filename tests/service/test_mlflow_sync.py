@@ -69,6 +69,7 @@ def run_of(factory: sessionmaker[Session], job_id: int) -> str | None:
         return session.get(Job, job_id).mlflow_run_id
 
 
+@pytest.mark.slow
 def test_a_job_that_ran_while_mlflow_was_down_gets_its_run_back_filled_once(factory, tracker) -> None:
     job_id = ran(factory, JobStatus.SUCCEEDED)
     sync_pass(factory, tracker)
@@ -130,6 +131,7 @@ def silent_tracker(tmp_path: Path) -> Iterator[Tracker]:
         yield Tracker(Settings(data_dir=tmp_path, mlflow_tracking_uri=f"http://127.0.0.1:{listener.getsockname()[1]}"))
 
 
+@pytest.mark.slow
 def test_a_silent_tracking_server_fails_a_pass_within_the_timeout(factory, silent_tracker) -> None:
     started = time.monotonic()
     with pytest.raises(Exception):  # noqa: B017 (whatever MLflow's client raises on a read timeout)

@@ -193,6 +193,7 @@ def mlflow_settings(settings: Settings, mlflow_store: str, tmp_path: Path) -> Se
     return settings.model_copy(update={"mlflow_tracking_uri": mlflow_store, "mlflow_experiment": tmp_path.name})
 
 
+@pytest.mark.slow
 def test_report_is_stored_on_the_parent_run_and_mlflow_failures_are_only_logged(
     client: TestClient, mlflow_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

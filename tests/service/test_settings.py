@@ -53,6 +53,7 @@ def test_a_heartbeat_timeout_shorter_than_three_beats_is_refused() -> None:
         Settings(heartbeat_interval_s=10, heartbeat_timeout_s=20)
 
 
+@pytest.mark.slow
 def test_mmae_serve_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MMAE_DATA_DIR": str(tmp_path), "MMAE_STORAGE_URI": "ftp://host/runs"}
     result = subprocess.run([sys.executable, "-m", "service.cli", "serve"], env=env, capture_output=True, text=True,

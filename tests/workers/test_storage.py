@@ -229,6 +229,7 @@ class StopAt(Callback):
         return self.seen >= self.step
 
 
+@pytest.mark.slow
 def test_a_run_checkpointed_to_s3_resumes_on_a_fresh_node_exactly(s3_env, tmp_path):
     config = TrainConfig.model_validate(
         tiny(steps=6, checkpoint_every=2, **{"data.batch_size": 32, "monitor.every": 2, "eval.enabled": False})
