@@ -26,9 +26,9 @@ test: $(STAMP) browser
 	$(PY) -m pytest
 
 # The quick loop: no Ray head, no PostgreSQL, no browser, nothing slow (tests that train, start processes or
-# wait for more than a few seconds: SLOW_TESTS and SLOW_FIXTURES in tests/conftest.py).
+# wait for more than a few seconds: @pytest.mark.slow, SLOW_FIXTURES in tests/conftest.py), on every core.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow and not ray and not postgres and not browser"
+	$(PY) -m pytest -n auto -m "not slow and not ray and not postgres and not browser"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
