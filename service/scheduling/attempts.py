@@ -14,7 +14,7 @@ import logging
 import secrets
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mmae.config import TrainConfig
 from service.cluster.ray_client import RayBusy
@@ -27,6 +27,9 @@ from workers.credentials import without_password
 from workers.spec import AttemptSpec
 
 log = logging.getLogger(__name__)
+# A key of ``Session.info``: set once the session moved a job, so the scheduler wakes the MLflow sync only
+# after steps that changed something.
+STATUS_CHANGED = "mmae.status_changed"
 
 
 def run_name(job: Job) -> str:
@@ -45,6 +48,8 @@ def move(job: Job, status: JobStatus, *, user_retry: bool = False) -> None:
     (raises ``InvalidTransition`` otherwise)."""
     check_transition(JobStatus(job.status), status, user_retry=user_retry)
     job.status = status
+    if (session := object_session(job)) is not None:
+        session.info[STATUS_CHANGED] = True
 
 
 def start_attempt(session: Session, context: SchedulerContext, job: Job) -> Attempt:

@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from service.cluster.ray_client import ClusterResources, RayBusy, RayClient, RayJobState, RayUnavailable
 from service.scheduling.attempts import (
+    STATUS_CHANGED,
     end_attempt,
     finish,
     mark_running,
@@ -400,7 +401,7 @@ class SchedulerLoop:
     ``scheduler_interval_s`` or at once when ``wake`` is called, and ``reconcile_starting`` every
     ``starting_poll_s`` while an attempt is starting; each in a worker thread. Failures are logged
     and retried next tick. While it runs, so does the MLflow sync (``service.tracking.mlflow_sync``), woken
-    after every step; the loop never waits for it.
+    after every step that moved a job; the loop never waits for it.
     """
 
     def __init__(self, context: SchedulerContext, session_factory: sessionmaker[Session]) -> None:
@@ -460,8 +461,10 @@ class SchedulerLoop:
             self.context.ray.connect()
             with self.session_factory() as session:
                 ids = action(session, self.context)
+                changed = session.info.get(STATUS_CHANGED, False)
             self._ray_warned = False
-            self.context.tracker.wake()
+            if changed:  # an idle pass leaves MLflow alone (its own 5 s pass still runs)
+                self.context.tracker.wake()
             return ids
         except RayUnavailable as error:
             if not self._ray_warned:

@@ -20,10 +20,9 @@ from sqlalchemy.orm.exc import StaleDataError
 from mmae.config import TrainConfig, config_hash
 from service.cluster.ray_client import RayBusy, RayClient, RayJobsClient, RayUnavailable
 from service.scheduling.context import SchedulerContext
-from service.scheduling.scheduler import admit_queued, reconcile, request_cancel, retry_job
+from service.scheduling.scheduler import SchedulerLoop, admit_queued, reconcile, request_cancel, retry_job
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
-from service.store.migrations import upgrade_to_head
 from service.store.models import Attempt, AttemptProgress, Job, Sweep
 from service.store.states import AttemptStatus, InvalidTransition, JobStatus
 from service.tracking.tracker import Tracker
@@ -90,19 +89,9 @@ class Plane:
         return submission_id
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One SQLite file at the newest migration, copied for each test (migrating costs more than a test)."""
-    path = tmp_path_factory.mktemp("schema") / "mmae.db"
-    engine = make_engine(f"sqlite:///{path}")
-    upgrade_to_head(engine)
-    engine.dispose()
-    return path
-
-
 @pytest.fixture
-def engine(migrated: Path, tmp_path: Path) -> Iterator[Engine]:
-    shutil.copy(migrated, tmp_path / "mmae.db")
+def engine(migrated_sqlite: Path, tmp_path: Path) -> Iterator[Engine]:
+    shutil.copy(migrated_sqlite, tmp_path / "mmae.db")
     engine = make_engine(f"sqlite:///{tmp_path / 'mmae.db'}")
     yield engine
     engine.dispose()
@@ -417,3 +406,16 @@ def test_an_attempt_reaches_ray_only_once_committed_and_after_the_old_one_is_end
     attempts = plane.job(job_id).attempts
     assert [a.status for a in attempts] == [AttemptStatus.FAILED, AttemptStatus.FAILED, AttemptStatus.RUNNING]
     assert "no heartbeat for" in attempts[0].error
+
+
+def test_the_mlflow_sync_is_woken_only_by_a_step_that_moved_a_job(plane: Plane) -> None:
+    loop = SchedulerLoop(plane.context, plane.factory)
+    changed = plane.context.tracker.changed
+    assert loop._run_step(admit_queued) == [] and not changed.is_set()  # an idle pass: MLflow has nothing new
+    job_id = plane.add_job()
+    assert loop._run_step(admit_queued) == [job_id] and changed.is_set()  # queued -> starting
+    changed.clear()
+    assert loop._run_step(reconcile) == [job_id] and not changed.is_set()  # still starting: nothing moved
+    plane.ray.run(plane.submission(job_id))
+    loop._run_step(reconcile)
+    assert plane.job(job_id).status == JobStatus.RUNNING and changed.is_set()
