@@ -168,9 +168,7 @@ def raw_once(jobs: Any, python: str, spec: Path) -> float:
     return elapsed
 
 
-def submit_latency(
-    client: httpx.Client, ray_address: str, data_dir: Path, rounds: int
-) -> tuple[float, float]:
+def submit_latency(client: httpx.Client, ray_address: str, data_dir: Path, rounds: int) -> tuple[float, float]:
     """Median seconds to running: (ours, raw Ray), interleaved round by round after one warm-up each."""
     from ray.job_submission import JobSubmissionClient
 
@@ -287,9 +285,7 @@ def sweep_accept(client: httpx.Client, repeats: int = 3) -> float:
         response = client.post("/api/sweeps", json=body)
         timings.append(time.perf_counter() - started)
         assert response.status_code == 201 and response.json()["total"] == 100, response.text
-        cells = client.get("/api/jobs", params={"sweep_id": response.json()["id"], "limit": 500}).json()[
-            "items"
-        ]
+        cells = client.get("/api/jobs", params={"sweep_id": response.json()["id"], "limit": 500}).json()["items"]
         for cell in cells:
             client.post(f"/api/jobs/{cell['id']}/cancel")
     return statistics.median(timings)
@@ -395,17 +391,30 @@ def admission_pass(database_url: str, data_dir: Path, queued: int, repeats: int 
     """Median seconds of one admission pass with ``queued`` jobs waiting behind 4 running 1-CPU jobs on
     a 4-CPU cluster (nothing fits: the pass only has to find that out)."""
     config = TrainConfig.model_validate({"steps": 300})
-    row = {"method": "mmae", "config": config.model_dump(mode="json"), "config_hash": config_hash(config),
-           "num_cpus": 1.0, "num_gpus": 0.0, "workers": 1}
+    row = {
+        "method": "mmae",
+        "config": config.model_dump(mode="json"),
+        "config_hash": config_hash(config),
+        "num_cpus": 1.0,
+        "num_gpus": 0.0,
+        "workers": 1,
+    }
     now = datetime.now(UTC)
     engine = make_engine(database_url)
     upgrade_to_head(engine)
     with engine.begin() as connection:
-        connection.execute(insert(Job), [
-            row | {"name": f"queued-{i}", "status": "queued" if i >= 4 else "running",
-                   "queued_at": now + timedelta(microseconds=i)}
-            for i in range(queued + 4)
-        ])
+        connection.execute(
+            insert(Job),
+            [
+                row
+                | {
+                    "name": f"queued-{i}",
+                    "status": "queued" if i >= 4 else "running",
+                    "queued_at": now + timedelta(microseconds=i),
+                }
+                for i in range(queued + 4)
+            ],
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE"))  # what autovacuum does soon after a bulk load
     factory = make_session_factory(engine)
@@ -427,8 +436,10 @@ def print_admission(data_dir: Path, queued: int) -> None:
     for count in (10, queued):
         with scratch_database() as url:
             figures[count] = admission_pass(url, data_dir, count)
-    print(f"admission pass, full cluster, PostgreSQL: {figures[10] * 1000:.1f} ms with 10 queued, "
-          f"{figures[queued] * 1000:.1f} ms with {queued:,} queued (target: flat)")
+    print(
+        f"admission pass, full cluster, PostgreSQL: {figures[10] * 1000:.1f} ms with 10 queued, "
+        f"{figures[queued] * 1000:.1f} ms with {queued:,} queued (target: flat)"
+    )
 
 
 def main() -> None:

@@ -171,8 +171,10 @@ def main() -> None:
     device = torch.device("cpu" if args.smoke else "cuda")
     peak = peak_flops(args)
     label = "CPU smoke: ViT-tiny 32x32 fp32" if args.smoke else f"{torch.cuda.get_device_name()}: ViT-B/16 224 bf16"
-    print(f"torch {torch.__version__}, {label}, {args.batch_per_gpu} images per rank, peak "
-          f"{peak / 1e12 if peak else 'unknown'} TFLOP/s")
+    print(
+        f"torch {torch.__version__}, {label}, {args.batch_per_gpu} images per rank, peak "
+        f"{peak / 1e12 if peak else 'unknown'} TFLOP/s"
+    )
     for method in METHODS:
         flops = model_flops_per_image(bench_config(method, 8, 1, 1, args.smoke), device)
         for world in counts:
@@ -181,8 +183,10 @@ def main() -> None:
             images = config.data.batch_size / seconds
             mfu = f"{100 * flops * images / (world * peak):.1f}%" if peak else "n/a"
             syncs = f"{waits} host waits on the device" if waits >= 0 else "host waits not counted (CPU)"
-            print(f"{method:>4} x{world}: {seconds * 1e3:.1f} ms/step, {images:.0f} images/s, "
-                  f"{flops / 1e9:.2f} GFLOP/image, MFU {mfu}, {syncs} in {args.steps - args.log_every} timed steps")
+            print(
+                f"{method:>4} x{world}: {seconds * 1e3:.1f} ms/step, {images:.0f} images/s, "
+                f"{flops / 1e9:.2f} GFLOP/image, MFU {mfu}, {syncs} in {args.steps - args.log_every} timed steps"
+            )
 
 
 if __name__ == "__main__":

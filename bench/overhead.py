@@ -201,16 +201,24 @@ def batches(database_url: str, job_id: int) -> list[tuple[datetime, int, int]]:
 def job_figures(database_url: str, job_id: int, submitted: float, succeeded: float) -> dict[str, float]:
     """Wall, median step time, submit -> first step and last step -> succeeded of one service job."""
     with create_engine(database_url).connect() as connection:
-        step_times = connection.execute(
-            select(metric_points.c.value).where(metric_points.c.job_id == job_id, metric_points.c.name == STEP_TIME)
-        ).scalars().all()
+        step_times = (
+            connection.execute(
+                select(metric_points.c.value).where(metric_points.c.job_id == job_id, metric_points.c.name == STEP_TIME)
+            )
+            .scalars()
+            .all()
+        )
     median = statistics.median(step_times)
     writes = [write for write in batches(database_url, job_id) if write[1] > 0]
     first_at, first_step, _ = writes[0]
     last_at = min(at for at, step, _ in writes if step == max(step for _, step, _ in writes))
     first_step_at = first_at.timestamp() - (first_step - 1) * median
-    return {"wall": succeeded - submitted, "step": median, "to_first_step": first_step_at - submitted,
-            "to_succeeded": succeeded - last_at.timestamp()}
+    return {
+        "wall": succeeded - submitted,
+        "step": median,
+        "to_first_step": first_step_at - submitted,
+        "to_succeeded": succeeded - last_at.timestamp(),
+    }
 
 
 def service_job(
@@ -231,8 +239,11 @@ def service_job(
 
 def service_sweep(client: httpx.Client, config: dict[str, Any]) -> float:
     """Wall seconds of a 4-cell ``loss.mu`` sweep with default resources and concurrency."""
-    body = {"name": f"overhead-{time.time_ns()}", "base_config": config,
-            "parameters": {"loss.mu": {"values": SWEEP_MUS}}}
+    body = {
+        "name": f"overhead-{time.time_ns()}",
+        "base_config": config,
+        "parameters": {"loss.mu": {"values": SWEEP_MUS}},
+    }
     submitted = time.time()
     sweep = client.post("/api/sweeps", json=body).raise_for_status().json()
     path = f"/api/sweeps/{sweep['id']}"
@@ -244,8 +255,10 @@ def service_sweep(client: httpx.Client, config: dict[str, Any]) -> float:
 
 def ratio_line(label: str, service: list[float], alone: list[float], target: float, unit: str = "s") -> str:
     ours, theirs = statistics.median(service), statistics.median(alone)
-    return (f"{label:<18} service {ours:8.3f} {unit}   mmae train {theirs:8.3f} {unit}   "
-            f"ratio {ours / theirs:.3f}  (target <= {target})")
+    return (
+        f"{label:<18} service {ours:8.3f} {unit}   mmae train {theirs:8.3f} {unit}   "
+        f"ratio {ours / theirs:.3f}  (target <= {target})"
+    )
 
 
 def torch_threads() -> int:
@@ -260,11 +273,13 @@ def cpu_line(round_: int, job: dict[str, Any], alone: dict[str, float]) -> str:
     ours, theirs = job["cpu"], alone
     worker, training = ours.get("worker", 0.0), ours.get("worker training", 0.0)
     api, ray = ours.get("api", 0.0), ours.get("ray", 0.0)
-    return (f"CPU s, round {round_:<4} service {worker + api + ray:7.1f} = worker {worker:.1f} "
-            f"(main+OpenMP {training:.1f}, other threads {worker - training:.1f}) + API {api:.1f} + Ray {ray:.1f}   "
-            f"mmae train {theirs['train']:.1f} (main+OpenMP {theirs.get('train training', 0.0):.1f}; "
-            f"meanwhile API {theirs.get('api', 0.0):.1f}, Ray {theirs.get('ray', 0.0):.1f})   "
-            f"worker / mmae train {worker / theirs['train']:.3f}")
+    return (
+        f"CPU s, round {round_:<4} service {worker + api + ray:7.1f} = worker {worker:.1f} "
+        f"(main+OpenMP {training:.1f}, other threads {worker - training:.1f}) + API {api:.1f} + Ray {ray:.1f}   "
+        f"mmae train {theirs['train']:.1f} (main+OpenMP {theirs.get('train training', 0.0):.1f}; "
+        f"meanwhile API {theirs.get('api', 0.0):.1f}, Ray {theirs.get('ray', 0.0):.1f})   "
+        f"worker / mmae train {worker / theirs['train']:.3f}"
+    )
 
 
 def main() -> None:
@@ -297,19 +312,25 @@ def main() -> None:
                 back_to_back = sum(
                     standalone(args.config, scratch, [*overrides, f"loss.mu={mu}"])[0] for mu in SWEEP_MUS
                 )
-    print(f"{args.config.name}, {args.steps} steps, {args.rounds} rounds, {cpus} CPUs "
-          f"(service jobs got num_cpus={jobs[0]['num_cpus']:g})")
+    print(
+        f"{args.config.name}, {args.steps} steps, {args.rounds} rounds, {cpus} CPUs "
+        f"(service jobs got num_cpus={jobs[0]['num_cpus']:g})"
+    )
     print(ratio_line("wall time", [job["wall"] for job in jobs], [wall for wall, _, _ in alone], 1.05))
     print(ratio_line("median step", [job["step"] for job in jobs], [step for _, step, _ in alone], 1.02))
     print(f"submit -> step 1   {statistics.median(job['to_first_step'] for job in jobs):8.3f} s (median)")
-    print(f"last step -> done  {statistics.median(job['to_succeeded'] for job in jobs):8.3f} s (median, "
-          "evaluation included)")
+    print(
+        f"last step -> done  {statistics.median(job['to_succeeded'] for job in jobs):8.3f} s (median, "
+        "evaluation included)"
+    )
     threads = torch_threads()
     for round_, (job, (_, _, meter)) in enumerate(zip(jobs, alone, strict=True), 1):
         print(cpu_line(round_, job, meter.seconds(training_threads=threads)))
     if not args.no_sweep:
-        print(f"4-cell sweep       service {sweep:8.3f} s   back to back {back_to_back:8.3f} s   "
-              f"ratio {sweep / back_to_back:.3f}  (target <= 1.05)")
+        print(
+            f"4-cell sweep       service {sweep:8.3f} s   back to back {back_to_back:8.3f} s   "
+            f"ratio {sweep / back_to_back:.3f}  (target <= 1.05)"
+        )
 
 
 if __name__ == "__main__":

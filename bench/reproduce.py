@@ -123,8 +123,10 @@ def _mean_std(values: list[float]) -> str:
 def print_table(results: Results, seeds: int) -> None:
     """One row per cell: mean ± std over seeds of the first and last snapshot of each column."""
     labels = list(dict.fromkeys(label for label, _ in results))
-    header = ["cell", *(f"{name.split('/')[1]} first -> last" if name.startswith("info/") else name
-                       for name in COLUMNS)]
+    header = [
+        "cell",
+        *(f"{name.split('/')[1]} first -> last" if name.startswith("info/") else name for name in COLUMNS),
+    ]
     print(f"\n{seeds} seeds; mean ± std over seeds\n")
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))

@@ -95,8 +95,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, ViT-tiny 32x32 patch 4, global batch "
-          f"{args.batch_size}, {args.rounds} rounds of {args.steps} steps ({args.warmup} warmup)")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores, ViT-tiny 32x32 patch 4, global batch "
+        f"{args.batch_size}, {args.rounds} rounds of {args.steps} steps ({args.warmup} warmup)"
+    )
     ratios: dict[int, list[float]] = {1: [], 2: []}
     for world in (1, 2):
         times: dict[str, list[float]] = {method: [] for method in METHODS}

@@ -132,18 +132,26 @@ def main() -> None:
     paired = [m / b for m, b in zip(times["mmae"], times["mae"], strict=True)]
     umae = statistics.median(u / b for u, b in zip(times["umae"], times["mae"], strict=True))
     print(f"U-MAE/MAE step-time ratio: {umae:.4f}")
-    print(f"M-MAE/MAE ratio of medians: {medians['mmae'] / medians['mae']:.4f}, "
-          f"of minima: {min(times['mmae']) / min(times['mae']):.4f}")
-    print(f"TCR regulariser forward+backward alone: {1e3 * medians['tcr']:.2f} ms "
-          f"({100 * medians['tcr'] / medians['mae']:.2f}% of the median MAE step)")
+    print(
+        f"M-MAE/MAE ratio of medians: {medians['mmae'] / medians['mae']:.4f}, "
+        f"of minima: {min(times['mmae']) / min(times['mae']):.4f}"
+    )
+    print(
+        f"TCR regulariser forward+backward alone: {1e3 * medians['tcr']:.2f} ms "
+        f"({100 * medians['tcr'] / medians['mae']:.2f}% of the median MAE step)"
+    )
 
     every = bench_config("mmae", args.batch_size).monitor.every
     single, pair, probe, step = (medians[name] for name in ("monitor", "monitor_pair", "probe", "mmae"))
-    print(f"monitor call: {1e3 * single:.2f} ms (MAE family, one view), {1e3 * pair:.2f} ms "
-          f"(Siamese, two views); online probe (unmasked forward + update) {1e3 * probe:.2f} ms")
-    print(f"monitoring every {every} steps: {100 * single / every / step:.3f}% of M-MAE training time "
-          f"(two-view monitor {100 * pair / every / step:.3f}%); "
-          f"with the online probe on the same steps: {100 * (single + probe) / every / step:.3f}%")
+    print(
+        f"monitor call: {1e3 * single:.2f} ms (MAE family, one view), {1e3 * pair:.2f} ms "
+        f"(Siamese, two views); online probe (unmasked forward + update) {1e3 * probe:.2f} ms"
+    )
+    print(
+        f"monitoring every {every} steps: {100 * single / every / step:.3f}% of M-MAE training time "
+        f"(two-view monitor {100 * pair / every / step:.3f}%); "
+        f"with the online probe on the same steps: {100 * (single + probe) / every / step:.3f}%"
+    )
     print(f"M-MAE/MAE step-time ratio: {statistics.median(paired):.4f}")
 
 

@@ -18,5 +18,3 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
 def count_correct(scores: Tensor, labels: Tensor) -> Tensor:
     """Number of rows of scores [N, C] whose argmax equals labels [N] (0-dim tensor, no host sync)."""
     return (scores.argmax(dim=1) == labels).sum()
-
-

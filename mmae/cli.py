@@ -182,8 +182,14 @@ def add_train_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``eval``; each sets ``handler(args) -> exit status`` as a default."""
     train = subparsers.add_parser("train", help="pretrain locally from a YAML config")
     train.add_argument("config", type=Path, help="YAML file of TrainConfig sections")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a dotted config field, e.g. --set loss.mu=3 (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted config field, e.g. --set loss.mu=3 (repeatable)",
+    )
     train.add_argument("--run-dir", type=Path, help="checkpoints + metrics.jsonl go here; resumes if present")
     train.set_defaults(handler=guard_cli_errors(train_command))
     evaluate = subparsers.add_parser("eval", help="evaluate the last checkpoint of a run directory")

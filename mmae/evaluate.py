@@ -132,5 +132,3 @@ def evaluate_checkpoint(path: Path) -> dict[str, float]:
     objective.load_state_dict(state["objective"])
     objective.to(device)
     return evaluate(objective, bundle, config, device, resolve_precision(config, device))
-
-

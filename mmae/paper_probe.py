@@ -34,8 +34,15 @@ PROBE_STREAM = 2  # keeps the probe's crops apart from the pretraining steps' dr
 def crop_and_flip(bundle: DatasetBundle) -> SimCLRAugment:
     """MAE's probe augmentation: RandomResizedCrop (scale 0.08-1) + RandomHorizontalFlip, nothing else."""
     return SimCLRAugment(
-        bundle.image_size, bundle.in_chans, bundle.mean, bundle.std, min_scale=0.08,
-        jitter_prob=0.0, gray_prob=0.0, blur_prob=0.0, noise_std=0.0,
+        bundle.image_size,
+        bundle.in_chans,
+        bundle.mean,
+        bundle.std,
+        min_scale=0.08,
+        jitter_prob=0.0,
+        gray_prob=0.0,
+        blur_prob=0.0,
+        noise_std=0.0,
     )
 
 
@@ -67,7 +74,8 @@ def paper_linear_probe(
     lr = cfg.paper_base_lr * batch_size / 256
     optimizer = LARS(head.parameters(), lr=lr, weight_decay=0.0)
     schedule = build_scheduler(
-        optimizer, OptimConfig(lr=lr, warmup_steps=cfg.paper_warmup_epochs * steps_per_epoch),
+        optimizer,
+        OptimConfig(lr=lr, warmup_steps=cfg.paper_warmup_epochs * steps_per_epoch),
         cfg.paper_epochs * steps_per_epoch,
     )
     augment, shard = crop_and_flip(bundle).to(device), BatchShard.whole(batch_size)

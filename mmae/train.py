@@ -204,14 +204,18 @@ def _run_info(
         tags[GATHER_TAGS[config.method]] = GLOBAL_BATCH_FULL_GRADIENT
     trainable = sum(p.numel() for p in parts.objective.parameters() if p.requires_grad)
     return RunInfo(
-        config.steps, start, parts.objective.monitor_dim, trainable, str(device), precision, tags,
+        config.steps,
+        start,
+        parts.objective.monitor_dim,
+        trainable,
+        str(device),
+        precision,
+        tags,
         batch_size=config.data.batch_size,
     )
 
 
-def fit(
-    config: TrainConfig, run_dir: Path, callbacks: Sequence[Callback] = (), resume: bool = True
-) -> TrainResult:
+def fit(config: TrainConfig, run_dir: Path, callbacks: Sequence[Callback] = (), resume: bool = True) -> TrainResult:
     """Pretrain ``config.method`` for ``config.steps`` steps, checkpointing into ``run_dir/checkpoints``.
 
     With ``resume`` and an existing ``last.pt``, training continues exactly where it stopped (same
@@ -244,8 +248,10 @@ class _Run:
         seed_everything(config.seed)
         self.bundle = build_datasets(config.data, config.seed)
         if len(self.bundle.train) < config.data.batch_size:
-            raise ValueError(f"data.batch_size {config.data.batch_size} exceeds the {len(self.bundle.train)} "
-                             f"training images of '{self.bundle.name}'")
+            raise ValueError(
+                f"data.batch_size {config.data.batch_size} exceeds the {len(self.bundle.train)} "
+                f"training images of '{self.bundle.name}'"
+            )
         self.parts = build_parts(config, self.bundle, self.device, ranks)
         self.monitor = InformationMonitor(config.loss.mu, config.loss.mu_convention)
 
@@ -270,7 +276,12 @@ class _Run:
         config, parts, ranks, events = self.config, self.parts, self.ranks, self.events
         saved_step = step if saved_path else None
         batches = train_batches(
-            self.bundle, config.data.batch_size, config.seed, step, self.device, config.data.num_workers,
+            self.bundle,
+            config.data.batch_size,
+            config.seed,
+            step,
+            self.device,
+            config.data.num_workers,
             parts.shard,
         )
         clock, stopped = _LogClock(step), False
@@ -292,7 +303,10 @@ class _Run:
     def checkpoint(self, step: int) -> Path:
         """Rank 0: write and publish the checkpoint of ``step`` (callbacks may veto before it is published)."""
         path = save_checkpoint(
-            self.run_dir, step, self.parts.state(step, self.config), keep=self.config.checkpoint_keep,
+            self.run_dir,
+            step,
+            self.parts.state(step, self.config),
+            keep=self.config.checkpoint_keep,
             before_publish=lambda: self.events.before_checkpoint_publish(step),
         )
         self.events.checkpoint(step, path)
@@ -354,9 +368,7 @@ def _train_metrics(out: StepOutput, lr: float, clock: _LogClock, step: int) -> d
     return values
 
 
-def _monitor_metrics(
-    monitor: InformationMonitor, out: StepOutput, probe: OnlineProbe | None
-) -> dict[str, float]:
+def _monitor_metrics(monitor: InformationMonitor, out: StepOutput, probe: OnlineProbe | None) -> dict[str, float]:
     """``info/*`` from the step's detached global features plus the online probe's running accuracy."""
     values = monitor(out.monitor_views)
     accuracy = probe.read_accuracy() if probe else None

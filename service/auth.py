@@ -178,8 +178,6 @@ def touch(session: Session, row: ApiToken) -> None:
     session.commit()
 
 
-
-
 def create_login_session(session: Session, token_id: int, lifetime: timedelta) -> tuple[str, datetime]:
     """A new login session for ``token_id``: its secret (for the cookie) and when it ends."""
     secret = SESSION_PREFIX + secrets.token_urlsafe(32)

@@ -182,7 +182,9 @@ def submit_command(args: argparse.Namespace) -> int:
         "priority": args.priority,
         "max_retries": args.max_retries,
         "resources": {
-            "num_cpus": "auto" if args.cpus is None else args.cpus, "num_gpus": args.gpus, "workers": args.workers,
+            "num_cpus": "auto" if args.cpus is None else args.cpus,
+            "num_gpus": args.gpus,
+            "workers": args.workers,
             "placement": args.placement,
         },
         "tags": args.tags,
@@ -248,9 +250,7 @@ def wait_for_sweep(client: ApiClient, sweep_id: int) -> int:
             counts = sweep["counts"]
             bar.total = sweep["total"]
             bar.n = sum(counts.get(status, 0) for status in TERMINAL)
-            bar.set_postfix_str(
-                " ".join(f"{status}={n}" for status, n in sorted(counts.items())), refresh=True
-            )
+            bar.set_postfix_str(" ".join(f"{status}={n}" for status, n in sorted(counts.items())), refresh=True)
             if bar.n >= sweep["total"]:
                 break
             time.sleep(POLL_S)
@@ -274,10 +274,7 @@ def status_command(args: argparse.Namespace) -> int:
 def print_job(job: dict[str, Any]) -> None:
     progress = job["progress"]
     print(f"job {job['id']}  {job['name']}")
-    print(
-        f"  status    {job['status']} ({progress['phase']}, "
-        f"step {progress['step']}/{progress['total_steps']})"
-    )
+    print(f"  status    {job['status']} ({progress['phase']}, step {progress['step']}/{progress['total_steps']})")
     print(f"  method    {job['method']}  params {job['params']}")
     print(f"  attempts  {len(job['attempts'])}  retries used {job['retries_used']}/{job['max_retries']}")
     for name, value in sorted(job["summary"].items()):
@@ -345,13 +342,13 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=1, help="API processes sharing the port (default 1)")
     serve.set_defaults(handler=guarded(serve_command))
 
-    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
-        dest="token_command", required=True
-    )
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="mint a token and print it (once)")
     create.add_argument("name")
     create.add_argument(
-        "--role", choices=("admin", "user", "read"), default="user",
+        "--role",
+        choices=("admin", "user", "read"),
+        default="user",
         help="admin: everything; user: change only its owner's jobs (default); read: read only",
     )
     create.add_argument("--owner", help="who its jobs and sweeps belong to (default: the name)")
@@ -370,12 +367,12 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--name")
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--workers", type=int, default=1, help="data-parallel workers (default 1)")
-    submit.add_argument(
-        "--cpus", type=float, help="CPUs per worker (default auto: a node's CPUs, or 4 per GPU)"
-    )
+    submit.add_argument("--cpus", type=float, help="CPUs per worker (default auto: a node's CPUs, or 4 per GPU)")
     submit.add_argument("--gpus", type=float, default=0.0, help="GPUs per worker (default 0)")
     submit.add_argument(
-        "--placement", choices=("pack", "spread"), default="pack",
+        "--placement",
+        choices=("pack", "spread"),
+        default="pack",
         help="pack the workers on as few nodes as possible, or spread them (default pack)",
     )
     submit.add_argument("--max-retries", type=int, default=2)
@@ -409,9 +406,7 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(
-        prog="mmae", description="Information-theoretic self-supervised learning: train and orchestrate"
-    )
+    parser = Parser(prog="mmae", description="Information-theoretic self-supervised learning: train and orchestrate")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_commands(sub)
     add_service_commands(sub)

@@ -48,9 +48,7 @@ def resolve_token() -> str | None:
 
 
 class ApiClient:
-    def __init__(
-        self, base_url: str | None = None, token: str | None = None, timeout_s: float = 30.0
-    ) -> None:
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout_s: float = 30.0) -> None:
         self.base_url = (base_url or os.environ.get("MMAE_API_URL") or DEFAULT_API_URL).rstrip("/")
         token = token or resolve_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -25,9 +25,7 @@ class NotFound(LookupError):
     """An id that names no row; answered with 404 and the message."""
 
 
-def validation_error(
-    loc: Sequence[str | int], message: str, kind: str = "value_error"
-) -> RequestValidationError:
+def validation_error(loc: Sequence[str | int], message: str, kind: str = "value_error") -> RequestValidationError:
     """A 422 error for one field located by ``loc`` (e.g. ``("body", "parameters", "loss.mu")``)."""
     return RequestValidationError([{"type": kind, "loc": tuple(loc), "msg": message}])
 

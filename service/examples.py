@@ -28,9 +28,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ExampleError(
-            f"cannot parse {path}{where}: {getattr(error, 'problem', None) or error}"
-        ) from error
+        raise ExampleError(f"cannot parse {path}{where}: {getattr(error, 'problem', None) or error}") from error
     if not isinstance(data, dict):
         raise ExampleError(f"{path} must hold a mapping, got {type(data).__name__}")
     return data

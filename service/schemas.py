@@ -36,9 +36,7 @@ SweepBound = Annotated[float, Field(ge=-1e15, le=1e15)]
 SWEEP_CELL_CEILING = 10_000  # no sweep has more cells, whatever MMAE_MAX_SWEEP_CELLS says: ~4 s of API CPU
 
 # SQLite hands back naive datetimes; every time the API returns is UTC, so say so.
-Timestamp = Annotated[
-    datetime, AfterValidator(as_utc)
-]
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 
 SortKey = Literal[
     "created_at", "-created_at", "priority", "-priority", "status", "-status",
@@ -207,9 +205,7 @@ class JobSummary(BaseModel):
     tags: list[str]
     sweep_id: int | None
     cell_params: dict[str, Any] | None
-    params: dict[
-        str, Any
-    ]  # the method's key knobs (loss.mu, loss.temperature, ...) plus any sweep cell params
+    params: dict[str, Any]  # the method's key knobs (loss.mu, loss.temperature, ...) plus any sweep cell params
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None

@@ -82,12 +82,14 @@ class Settings(BaseSettings):
 
         token = auth_token() if self.ray_address else None
         if token is not None and not _strong(token, 32):
-            raise ValueError("RAY_AUTH_TOKEN: must be at least 32 random characters (openssl rand -hex 32), "
-                             "not a placeholder")
+            raise ValueError(
+                "RAY_AUTH_TOKEN: must be at least 32 random characters (openssl rand -hex 32), not a placeholder"
+            )
         password = make_url(self.database_url).password if self.database_url else None
         if password is not None and not _strong(password, 16):
-            raise ValueError("MMAE_DATABASE_URL: the database password must be at least 16 random characters, "
-                             "not a placeholder")
+            raise ValueError(
+                "MMAE_DATABASE_URL: the database password must be at least 16 random characters, not a placeholder"
+            )
         return self
 
     @field_validator("data_roots", mode="before")

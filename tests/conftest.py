@@ -36,7 +36,10 @@ PG_ADMIN_URL = os.environ.get("MMAE_TEST_PG_URL", "postgresql+psycopg://postgres
 # A test that uses one of these fixtures needs that real service: it gets the marker whether or not its
 # module says so, so ``-m "not ray and not postgres and not browser"`` (``make test-fast``) is truthful.
 SERVICE_MARKERS = {
-    "ray_cluster": "ray", "postgres_url": "postgres", "own_postgres_url": "postgres", "browser": "browser",
+    "ray_cluster": "ray",
+    "postgres_url": "postgres",
+    "own_postgres_url": "postgres",
+    "browser": "browser",
 }
 # Tests that take more than a few seconds on 2 cores (they train, start processes, wait out a timeout or
 # fill a big table) carry ``@pytest.mark.slow``, so ``make test-fast`` leaves them to ``make test``; so does
@@ -140,8 +143,6 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-
-
 @dataclass
 class ControlPlane:
     """The execution side of the control plane, driven by hand: add jobs, tick, wait for states."""
@@ -219,7 +220,10 @@ def plane_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 def plane(
-    tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest,
+    tmp_path: Path,
+    ray_cluster: str,
+    mlflow_store: str,
+    request: pytest.FixtureRequest,
     plane_settings: dict[str, Any],
 ) -> Iterator[ControlPlane]:
     """The execution side on a migrated SQLite file (or the database URL in ``plane_settings``), the
@@ -232,9 +236,15 @@ def plane(
     from service.tracking.tracker import Tracker
 
     fields = {
-        "data_dir": tmp_path / "data", "database_url": f"sqlite:///{tmp_path / 'mmae.db'}",
-        "ray_address": ray_cluster, "mlflow_tracking_uri": mlflow_store, "mlflow_experiment": request.node.name,
-        "reconcile_interval_s": 0.5, "scheduler_interval_s": 0.2, "stop_grace_s": 10, **plane_settings,
+        "data_dir": tmp_path / "data",
+        "database_url": f"sqlite:///{tmp_path / 'mmae.db'}",
+        "ray_address": ray_cluster,
+        "mlflow_tracking_uri": mlflow_store,
+        "mlflow_experiment": request.node.name,
+        "reconcile_interval_s": 0.5,
+        "scheduler_interval_s": 0.2,
+        "stop_grace_s": 10,
+        **plane_settings,
     }
     settings = Settings(**fields)
     engine = make_engine(settings.resolved_database_url)
@@ -260,19 +270,27 @@ class AttemptRows:
         self.engine, self.job_id = engine, job_id
         config = TrainConfig()
         with engine.begin() as connection:
-            connection.execute(Job.__table__.insert().values(
-                id=job_id, name="test", status="running", method=config.method,
-                config=config.model_dump(mode="json"), config_hash=config_hash(config),
-            ))
+            connection.execute(
+                Job.__table__.insert().values(
+                    id=job_id,
+                    name="test",
+                    status="running",
+                    method=config.method,
+                    config=config.model_dump(mode="json"),
+                    config_hash=config_hash(config),
+                )
+            )
 
     def start(self, attempt_id: int) -> None:
         """Attempt ``attempt_id`` becomes the job's current one (running)."""
         from service.store.models import Attempt
 
         with self.engine.begin() as connection:
-            connection.execute(Attempt.__table__.insert().values(
-                id=attempt_id, job_id=self.job_id, number=attempt_id, status="running"
-            ))
+            connection.execute(
+                Attempt.__table__.insert().values(
+                    id=attempt_id, job_id=self.job_id, number=attempt_id, status="running"
+                )
+            )
 
     def end(self, attempt_id: int, status: str = "failed") -> None:
         """The service ends attempt ``attempt_id`` (as when Ray reports it dead)."""
@@ -298,8 +316,15 @@ def extra_ray_node(address: str, num_cpus: int) -> Iterator[subprocess.Popen]:
 
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token()}
     command = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-        f"--address={gcs_address(address)}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        f"--address={gcs_address(address)}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
     ]
     log = head_dir(address) / f"node-{uuid.uuid4().hex[:6]}.log"
     with open(log, "ab") as output:
@@ -336,8 +361,13 @@ def spec_with(scaling: Any) -> Any:
     from workers.spec import AttemptSpec
 
     return AttemptSpec(
-        attempt_id=0, job_id=0, config=TrainConfig(), storage_uri="/nonexistent", run_name="job-0-none",
-        database_url="sqlite:////nonexistent/mmae.db", scaling=scaling,
+        attempt_id=0,
+        job_id=0,
+        config=TrainConfig(),
+        storage_uri="/nonexistent",
+        run_name="job-0-none",
+        database_url="sqlite:////nonexistent/mmae.db",
+        scaling=scaling,
     )
 
 

@@ -62,8 +62,12 @@ def s3_emulator() -> Iterator[S3Emulator]:
     try:
         httpx.post(f"{endpoint}/moto-api/reset-auth", content=b"inf").raise_for_status()  # open, to set up
         suffix = uuid.uuid4().hex[:12]
-        setup = {"endpoint_url": endpoint, "region_name": REGION,
-                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        setup = {
+            "endpoint_url": endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
         iam = boto3.client("iam", **setup)
         user = f"mmae-test-{suffix}"
         iam.create_user(UserName=user)

@@ -30,9 +30,7 @@ def imported_roots(path: Path) -> set[str]:
 def test_package_does_not_import_higher_layers(package: str) -> None:
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"{package}/ has no modules"
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package]) for path in files
-    }
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package]) for path in files}
     offenders = {path: names for path, names in offenders.items() if names}
     assert not offenders, f"{package}/ imports a higher layer: {offenders}"
 

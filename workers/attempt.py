@@ -64,9 +64,11 @@ class StepLog(Callback):
         self.every = every
 
     def on_train_start(self, info: RunInfo) -> None:
-        print(f"[mmae] training steps {info.start_step}..{info.total_steps} on {info.device} "
-              f"({info.precision}, {info.num_parameters} parameters, world size {info.tags.get('world_size')})",
-              flush=True)
+        print(
+            f"[mmae] training steps {info.start_step}..{info.total_steps} on {info.device} "
+            f"({info.precision}, {info.num_parameters} parameters, world size {info.tags.get('world_size')})",
+            flush=True,
+        )
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         if step % self.every == 0 and "train/loss" in metrics:

@@ -37,4 +37,3 @@ def with_node_password(uri: str, env_var: str) -> str:
     if not node_uri or urlsplit(uri).password is not None:
         return uri
     return node_uri if without_password(node_uri) == uri else uri
-

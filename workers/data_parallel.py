@@ -54,8 +54,12 @@ class AttemptCoordinator:
 class CoordinatedStop(Callback):
     """Rank 0's stop check: the driver's stop request, read from the coordinator every ``poll_s``."""
 
-    def __init__(self, stop_requested: Callable[[], bool], poll_s: float = COORDINATOR_POLL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stop_requested: Callable[[], bool],
+        poll_s: float = COORDINATOR_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stop_requested, self.poll_s, self.clock = stop_requested, poll_s, clock
         self.requested = False
         self._asked_at = -math.inf
@@ -111,16 +115,18 @@ def run_data_parallel(spec: AttemptSpec) -> int:
         train_loop_config={"spec": spec.model_dump(mode="json"), "coordinator": coordinator},
         torch_config=TorchConfig(backend="nccl" if scaling.num_gpus else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=scaling.workers, use_gpu=scaling.num_gpus > 0, resources_per_worker=per_worker,
+            num_workers=scaling.workers,
+            use_gpu=scaling.num_gpus > 0,
+            resources_per_worker=per_worker,
             placement_strategy=scaling.placement.upper(),
         ),
         run_config=RunConfig(
-            name=f"attempt-{spec.attempt_id}", storage_path=str(scratch_root() / "ray-train"),
+            name=f"attempt-{spec.attempt_id}",
+            storage_path=str(scratch_root() / "ray-train"),
             failure_config=FailureConfig(max_failures=0, max_preemption_failures=0),
         ),
     )
-    print(f"[mmae] data-parallel attempt: {scaling.workers} workers x {per_worker}, {scaling.placement}",
-          flush=True)
+    print(f"[mmae] data-parallel attempt: {scaling.workers} workers x {per_worker}, {scaling.placement}", flush=True)
     try:
         trainer.fit()
     except TrainingFailedError as error:

@@ -79,14 +79,19 @@ def upsert_points(
         names, steps = zip(*points, strict=True)
         connection.execute(
             _unnest_upsert(),
-            {"job_id": job_id, "attempt_id": attempt_id, "logged_at": logged_at,
-             "names": list(names), "steps": list(steps), "values": list(points.values())},
+            {
+                "job_id": job_id,
+                "attempt_id": attempt_id,
+                "logged_at": logged_at,
+                "names": list(names),
+                "steps": list(steps),
+                "values": list(points.values()),
+            },
         )
         return
     statement = dialect_module(connection).insert(metric_points)
     rows = [
-        {"job_id": job_id, "name": name, "step": step, "value": value, "attempt_id": attempt_id,
-         "logged_at": logged_at}
+        {"job_id": job_id, "name": name, "step": step, "value": value, "attempt_id": attempt_id, "logged_at": logged_at}
         for (name, step), value in points.items()
     ]
     connection.execute(_overwriting(statement), rows)
@@ -105,14 +110,22 @@ def _unnest_upsert() -> Any:
     """PostgreSQL's batch upsert: a row per element of the names/steps/values arrays."""
     from sqlalchemy.dialects import postgresql
 
-    points = func.unnest(
-        bindparam("names", type_=postgresql.ARRAY(String)),
-        bindparam("steps", type_=postgresql.ARRAY(BigInteger)),
-        bindparam("values", type_=postgresql.ARRAY(Double)),
-    ).table_valued("name", "step", "value").render_derived(name="point")
+    points = (
+        func.unnest(
+            bindparam("names", type_=postgresql.ARRAY(String)),
+            bindparam("steps", type_=postgresql.ARRAY(BigInteger)),
+            bindparam("values", type_=postgresql.ARRAY(Double)),
+        )
+        .table_valued("name", "step", "value")
+        .render_derived(name="point")
+    )
     source = select(
-        bindparam("job_id", type_=Integer), points.c.name, points.c.step, points.c.value,
-        bindparam("attempt_id", type_=Integer), bindparam("logged_at", type_=DateTime(timezone=True)),
+        bindparam("job_id", type_=Integer),
+        points.c.name,
+        points.c.step,
+        points.c.value,
+        bindparam("attempt_id", type_=Integer),
+        bindparam("logged_at", type_=DateTime(timezone=True)),
     )
     columns = ["job_id", "name", "step", "value", "attempt_id", "logged_at"]
     return _overwriting(postgresql.insert(metric_points).from_select(columns, source))
@@ -303,14 +316,16 @@ class Reporter(Callback):
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
             upsert_points(connection, self.job_id, self.attempt_id, now, points)
-            upsert_progress(connection, {"attempt_id": self.attempt_id, "job_id": self.job_id,
-                                         "heartbeat_at": now, **progress})
+            upsert_progress(
+                connection, {"attempt_id": self.attempt_id, "job_id": self.job_id, "heartbeat_at": now, **progress}
+            )
             check_current(connection, self.job_id, self.attempt_id)
         stamp = int(now.timestamp() * 1000)
         with self._mlflow.cond:
             self._mlflow_pending += [
                 (name, step, value, stamp)
-                for (name, step), value in points.items() if step > self._mlflow_mark.get(name, -1)
+                for (name, step), value in points.items()
+                if step > self._mlflow_mark.get(name, -1)
             ]
             if len(self._mlflow_pending) > self.max_mlflow_pending:  # SQL has them: a later attach backfills
                 self._mlflow_pending, self._reattach = [], True
@@ -360,7 +375,8 @@ class Reporter(Callback):
         return [
             (name, step, value, stamp)
             for name, (steps, values) in read_series(self.engine, self.job_id, after=sent).items()
-            for step, value in zip(steps, values, strict=True) if step <= marks.get(name, -1)
+            for step, value in zip(steps, values, strict=True)
+            if step <= marks.get(name, -1)
         ]
 
     def _try_mlflow(self, send: Callable[[Any], None], payload: Any) -> None:

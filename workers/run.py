@@ -36,9 +36,7 @@ MLFLOW_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_M
 def run_attempt(spec: AttemptSpec) -> int:
     """Run one attempt to the end (in this process, or on Ray Train ranks); returns the exit status."""
     engine = connect(spec.database_url)
-    lifeline = Lifeline(
-        engine, job_id=spec.job_id, attempt_id=spec.attempt_id, interval_s=spec.heartbeat_interval_s
-    )
+    lifeline = Lifeline(engine, job_id=spec.job_id, attempt_id=spec.attempt_id, interval_s=spec.heartbeat_interval_s)
     try:
         lifeline.start()  # first, so the service hears from the attempt before torch is even imported
         if spec.scaling.workers > 1:

@@ -195,7 +195,7 @@ class S3RunStorage(RunStorage):
             if (match := _STEP_OBJECT.fullmatch(info.base_name))
         ]
         ranked = sorted((found_step, other == name, other) for found_step, other in found if found_step <= step)
-        kept = {other for *_, other in ranked[-self.keep:]}
+        kept = {other for *_, other in ranked[-self.keep :]}
         for _, other in found:
             if other not in kept:
                 self.fs.delete_file(f"{self.folder}/{other}")

@@ -86,7 +86,7 @@ def plot_information_curves(series: Series, path: Path) -> Path:
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(names) :]:
         axis.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -29,12 +29,8 @@ def epoch_permutation(num_items: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(num_items, generator=generator)
 
 
-def _loader(
-    dataset: Dataset, batches: list[list[int]], device: torch.device, num_workers: int
-) -> Iterator[Batch]:
-    loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda"
-    )
+def _loader(dataset: Dataset, batches: list[list[int]], device: torch.device, num_workers: int) -> Iterator[Batch]:
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=device.type == "cuda")
     for images, labels in loader:
         yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
@@ -60,9 +56,7 @@ def train_batches(
     shard = shard or BatchShard.whole(batch_size)
     steps_per_epoch = len(dataset) // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {batch_size} exceeds the {len(dataset)} training images of '{bundle.name}'"
-        )
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(dataset)} training images of '{bundle.name}'")
     if isinstance(dataset, TensorImageDataset):
         dataset = dataset.to(device)
     epoch, position = divmod(start_step, steps_per_epoch)

@@ -91,9 +91,7 @@ def read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarr
     return data, labels.astype(np.int64)
 
 
-def read_cifar_split(
-    folder: Path, files: tuple[str, ...], label_key: bytes
-) -> tuple[torch.Tensor, torch.Tensor]:
+def read_cifar_split(folder: Path, files: tuple[str, ...], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate batch files -> ``(images [N, 3, 32, 32] uint8, labels [N] int64)``."""
     batches = [read_cifar_batch(folder / name, label_key) for name in files]
     data = np.concatenate([data for data, _ in batches])

@@ -53,8 +53,7 @@ class CifarUnpickler(pickle.Unpickler):
         if (module, name) == BYTES_CODEC:
             return latin1_bytes
         raise RefusedPickle(
-            f"refusing to load {module}.{name}: a CIFAR file holds only dicts, lists, strings, numbers "
-            "and numpy arrays"
+            f"refusing to load {module}.{name}: a CIFAR file holds only dicts, lists, strings, numbers and numpy arrays"
         )
 
 

@@ -25,8 +25,7 @@ class TensorImageDataset(Dataset):
     ) -> None:
         if images.ndim != 4 or images.shape[0] != labels.shape[0]:
             raise ValueError(
-                f"expected images [N, C, H, W] and labels [N], got {tuple(images.shape)}, "
-                f"{tuple(labels.shape)}"
+                f"expected images [N, C, H, W] and labels [N], got {tuple(images.shape)}, {tuple(labels.shape)}"
             )
         if images.shape[1] != len(mean) or len(mean) != len(std):
             raise ValueError(f"need one mean/std per channel ({images.shape[1]}), got {mean}, {std}")
@@ -48,9 +47,7 @@ class TensorImageDataset(Dataset):
 
     def to(self, device: torch.device | str) -> TensorImageDataset:
         """The same dataset with its raw tensors on ``device`` (so batches are gathered there)."""
-        return TensorImageDataset(
-            self.images.to(device), self.labels.to(device), self.image_size, self.mean, self.std
-        )
+        return TensorImageDataset(self.images.to(device), self.labels.to(device), self.image_size, self.mean, self.std)
 
     def prepare(self, images: Tensor) -> Tensor:
         """Raw pixels ``[B, C, h, w]`` (on any device) -> normalised float ``[B, C, S, S]``."""

@@ -88,8 +88,13 @@ def _global_copy(layer: _BatchNorm) -> GlobalBatchNorm:
     state = layer.state_dict()
     like = next((value for value in state.values() if value.is_floating_point()), torch.empty(0))
     replacement = GlobalBatchNorm(
-        layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats,
-        device=like.device, dtype=like.dtype,
+        layer.num_features,
+        layer.eps,
+        layer.momentum,
+        layer.affine,
+        layer.track_running_stats,
+        device=like.device,
+        dtype=like.dtype,
     )
     replacement.load_state_dict(state)
     replacement.train(layer.training)

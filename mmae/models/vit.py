@@ -118,10 +118,7 @@ class ViTEncoder(nn.Module):
         pos = with_cls_slot(sincos_pos_embed_2d(embed_dim, self.grid_size))
         self.register_buffer("pos_embed", pos, persistent=False)
         self.blocks = nn.Sequential(
-            *(
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm)
-                for _ in range(depth)
-            )
+            *(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(embed_dim)
         self._init_weights()

@@ -104,9 +104,7 @@ async def current_principal(request: Request) -> Principal:
     ``read`` token asks to change something."""
     principal = request.scope.get(PRINCIPAL_SCOPE_KEY) or await authenticate(request)
     if principal is None:
-        raise HTTPException(
-            status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"})
     if principal.role is Role.READ and request.method not in SAFE_METHODS:
         raise HTTPException(
             status_code=403,

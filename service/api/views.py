@@ -30,6 +30,8 @@ from service.store.states import JobStatus
 
 # Shown in the sweep table for cells still running (finished cells show their summary).
 LIVE_METRICS: tuple[str, ...] = ("train/loss", "info/erank", "probe/online_top1")
+
+
 def mlflow_url(settings: Settings, run_id: str | None) -> str | None:
     if not run_id or not settings.mlflow_ui_url:
         return None

@@ -156,8 +156,14 @@ class RayJobsClient:
     """
 
     def __init__(
-        self, address: str, *, start_local: bool, stop_grace_s: float, python: str | None = None,
-        timeout_s: float = 10.0, probe_ttl_s: float = 2.0,
+        self,
+        address: str,
+        *,
+        start_local: bool,
+        stop_grace_s: float,
+        python: str | None = None,
+        timeout_s: float = 10.0,
+        probe_ttl_s: float = 2.0,
     ) -> None:
         self.address = address.rstrip("/")
         self.start_local = start_local and ray_head.is_local(self.address)
@@ -192,9 +198,7 @@ class RayJobsClient:
                     ray_head.start_head(self.address)
                 except RuntimeError as error:
                     raise RayUnavailable(str(error)) from error
-            self._http = httpx.Client(
-                base_url=self.address, headers=ray_head.auth_headers(), timeout=self.timeout_s
-            )
+            self._http = httpx.Client(base_url=self.address, headers=ray_head.auth_headers(), timeout=self.timeout_s)
 
     @property
     def connected(self) -> bool:
@@ -225,9 +229,12 @@ class RayJobsClient:
             "submission_id": submission_id,
             "entrypoint_num_cpus": spec.scaling.num_cpus if trains_itself else 0,
             "entrypoint_num_gpus": spec.scaling.num_gpus if trains_itself else 0,
-            "runtime_env": {"env_vars": {
-                "RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s)), SPEC_ENV: spec.model_dump_json(),
-            }},
+            "runtime_env": {
+                "env_vars": {
+                    "RAY_JOB_STOP_WAIT_TIME_S": str(math.ceil(self.stop_grace_s)),
+                    SPEC_ENV: spec.model_dump_json(),
+                }
+            },
         }
         try:
             _checked(self._request("POST", "/api/jobs/", json=body))
@@ -278,9 +285,14 @@ class RayJobsClient:
         response = self._request("GET", "/api/v0/nodes", params={"detail": "1"})
         rows = _checked(response)["data"]["result"]["result"]
         nodes = [
-            {"node_id": row["node_id"], "ip": row["node_ip"], "is_head": row["is_head_node"],
-             "resources": row["resources_total"]}
-            for row in rows if row["state"] == "ALIVE"
+            {
+                "node_id": row["node_id"],
+                "ip": row["node_ip"],
+                "is_head": row["is_head_node"],
+                "resources": row["resources_total"],
+            }
+            for row in rows
+            if row["state"] == "ALIVE"
         ]
         total: dict[str, float] = {}
         for node in nodes:

@@ -128,16 +128,31 @@ def start_head(
     parts = urlsplit(address)
     folder = head_dir(address)
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ensure_auth_token(),
-           # Prometheus endpoints of the autoscaler and dashboard: Ray's fixed defaults collide between heads
-           "AUTOSCALER_METRIC_PORT": str(_free_port()), "DASHBOARD_METRIC_PORT": str(_free_port())}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": ensure_auth_token(),
+        # Prometheus endpoints of the autoscaler and dashboard: Ray's fixed defaults collide between heads
+        "AUTOSCALER_METRIC_PORT": str(_free_port()),
+        "DASHBOARD_METRIC_PORT": str(_free_port()),
+    }
     gcs_port = _free_port()
     command = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
-        f"--port={gcs_port}", f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-host={parts.hostname}",
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        "--disable-usage-stats",
+        f"--port={gcs_port}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-host={parts.hostname}",
         "--node-ip-address=127.0.0.1",  # Ray advertises the routable address anyway: see the module docstring
-        f"--dashboard-port={parts.port}", "--include-dashboard=true", f"--temp-dir={folder}",
+        f"--dashboard-port={parts.port}",
+        "--include-dashboard=true",
+        f"--temp-dir={folder}",
     ]
     command += [f"--num-cpus={num_cpus if num_cpus is not None else local_cpus():g}"]
     command += [f"--num-gpus={num_gpus:g}"] if num_gpus is not None else []
@@ -196,9 +211,7 @@ def stop_jobs(address: str, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def temporary_head(
-    token_path: Path, *, num_cpus: float | None = None, num_gpus: float | None = None
-) -> Iterator[str]:
+def temporary_head(token_path: Path, *, num_cpus: float | None = None, num_gpus: float | None = None) -> Iterator[str]:
     """A head of its own (for a test session or a benchmark) on a free dashboard port, with its auth token at
     ``token_path``; yields its address, then stops it, removes its temp dir and restores ``RAY_AUTH_TOKEN_PATH``."""
     previous = os.environ.get("RAY_AUTH_TOKEN_PATH")

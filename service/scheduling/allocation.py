@@ -58,6 +58,7 @@ def resolved(resources: Resources, ray: RayClient) -> Resources:
         return resolve(resources, node_totals(ray))
     except RayUnavailable as error:
         raise HTTPException(
-            503, f"resources.num_cpus 'auto' needs the cluster's size and Ray is unreachable ({error}); "
-            "give resources.num_cpus a number"
+            503,
+            f"resources.num_cpus 'auto' needs the cluster's size and Ray is unreachable ({error}); "
+            "give resources.num_cpus a number",
         ) from error

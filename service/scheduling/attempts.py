@@ -133,8 +133,14 @@ def end_attempt(job: Job, attempt: Attempt, error: str, *, retry: bool) -> None:
     if retry and job.retries_used < job.max_retries:
         job.retries_used += 1
         move(job, JobStatus.QUEUED)
-        log.warning("job %s attempt %s failed, retry %s/%s: %s", job.id, attempt.number, job.retries_used,
-                    job.max_retries, error.splitlines()[0] if error else "")
+        log.warning(
+            "job %s attempt %s failed, retry %s/%s: %s",
+            job.id,
+            attempt.number,
+            job.retries_used,
+            job.max_retries,
+            error.splitlines()[0] if error else "",
+        )
         return
     finish(job, JobStatus.FAILED, error=f"attempt {attempt.number} failed: {error}")
 

@@ -110,8 +110,14 @@ def _queue(session: Session) -> Iterator[Row]:
 
 def _queue_level(session: Session, priority: int) -> Iterator[Row]:
     level = (
-        select(Job.id, Job.queued_at, Job.sweep_id, Sweep.max_concurrency, Job.cpus_held.label("cpus"),
-               Job.gpus_held.label("gpus"))
+        select(
+            Job.id,
+            Job.queued_at,
+            Job.sweep_id,
+            Sweep.max_concurrency,
+            Job.cpus_held.label("cpus"),
+            Job.gpus_held.label("gpus"),
+        )
         .outerjoin(Sweep, Sweep.id == Job.sweep_id)
         .where(Job.status == JobStatus.QUEUED, Job.priority == priority)
         .order_by(Job.queued_at, Job.id)
@@ -139,7 +145,9 @@ def _fail_never_fitting(session: Session, cluster: ClusterResources) -> None:
         if reason is None:
             continue
         same_shape = select(Job).where(
-            Job.status == JobStatus.QUEUED, Job.num_cpus == shape.num_cpus, Job.num_gpus == shape.num_gpus,
+            Job.status == JobStatus.QUEUED,
+            Job.num_cpus == shape.num_cpus,
+            Job.num_gpus == shape.num_gpus,
             Job.workers == shape.workers,
         )
         for job in session.scalars(same_shape).all():
@@ -226,7 +234,9 @@ def reconcile_starting(session: Session, context: SchedulerContext) -> list[int]
 
 
 def _reconcile_jobs(
-    session: Session, context: SchedulerContext, jobs: Sequence[Job],
+    session: Session,
+    context: SchedulerContext,
+    jobs: Sequence[Job],
     state_of: Callable[[Attempt], RayJobState | None],
 ) -> list[int]:
     """Apply ``state_of`` (Ray's status) of each job's latest attempt, committing per job; returns the
@@ -281,14 +291,17 @@ def _submit_again(session: Session, context: SchedulerContext, job: Job, attempt
     waited = (utcnow() - as_utc(attempt.submitted_at)).total_seconds()
     if waited > settings.submit_retry_s:
         ray.forget_submission(attempt.ray_submission_id)
-        end_attempt(job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s",
-                    retry=True)
+        end_attempt(job, attempt, f"Ray did not take the submission within {settings.submit_retry_s:g} s", retry=True)
     elif ray.submit_due(attempt.ray_submission_id):
         submit(session, context, job, attempt)
 
 
 def _still_live(
-    session: Session, context: SchedulerContext, job: Job, attempt: Attempt, state: RayJobState,
+    session: Session,
+    context: SchedulerContext,
+    job: Job,
+    attempt: Attempt,
+    state: RayJobState,
     progress: AttemptProgress | None,
 ) -> None:
     """A pending or running attempt: re-send a cancel, give up on a long wait or a silent worker, or
@@ -300,14 +313,23 @@ def _still_live(
     if state.status == "PENDING":
         if utcnow() - as_utc(attempt.submitted_at) > timedelta(seconds=settings.pending_timeout_s):
             ray.stop(attempt.ray_submission_id)
-            end_attempt(job, attempt, f"pending in Ray for more than {settings.pending_timeout_s:g} "
-                        "s (no node had room for it)", retry=True)
+            end_attempt(
+                job,
+                attempt,
+                f"pending in Ray for more than {settings.pending_timeout_s:g} s (no node had room for it)",
+                retry=True,
+            )
         return
     silent = _silent_for(attempt, progress)
     if silent is not None and silent > settings.heartbeat_timeout_s:
         # Fenced first (the attempt is no longer current once this commits), then stopped in Ray.
-        end_attempt(job, attempt, f"no heartbeat for {silent:.0f} s (limit "
-                    f"{settings.heartbeat_timeout_s:g} s): the worker hung or lost its node", retry=True)
+        end_attempt(
+            job,
+            attempt,
+            f"no heartbeat for {silent:.0f} s (limit "
+            f"{settings.heartbeat_timeout_s:g} s): the worker hung or lost its node",
+            retry=True,
+        )
         session.commit()
         ray.stop(attempt.ray_submission_id)
         return
@@ -319,8 +341,6 @@ def _silent_for(attempt: Attempt, progress: AttemptProgress | None) -> float | N
     first); None for an attempt not yet seen running."""
     last = progress.heartbeat_at if progress is not None else attempt.started_at
     return None if last is None else (utcnow() - as_utc(last)).total_seconds()
-
-
 
 
 def _failure(state: RayJobState | None, ray: RayClient, attempt: Attempt, tail: int = 30) -> str:

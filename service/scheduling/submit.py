@@ -57,7 +57,13 @@ def create_job(
     if existing is not None:
         return existing, False
     job = _new_job(
-        request.config, request.name, request.priority, request.max_retries, allocation, request.tags, caller.owner,
+        request.config,
+        request.name,
+        request.priority,
+        request.max_retries,
+        allocation,
+        request.tags,
+        caller.owner,
     )
     key.stamp(job)
     session.add(job)
@@ -114,9 +120,7 @@ def create_sweep(
     return _commit_or_replay(session, sweep, lambda: key.replay(session, Sweep))
 
 
-def _check_batch_split(
-    config: TrainConfig, resources: Resources, cell_params: dict[str, object] | None = None
-) -> None:
+def _check_batch_split(config: TrainConfig, resources: Resources, cell_params: dict[str, object] | None = None) -> None:
     """Raise a 422 at ``resources.workers`` naming both numbers (and the sweep cell's params) when the
     global batch ``config.data.batch_size`` does not split evenly over ``resources.workers`` ranks."""
     batch_size, workers = config.data.batch_size, resources.workers

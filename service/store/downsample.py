@@ -12,9 +12,7 @@ import numpy as np
 MIN_POINTS = 4  # first + last + at least one bucket's min and max
 
 
-def min_max_downsample(
-    steps: list[int], values: list[float], max_points: int
-) -> tuple[list[int], list[float]]:
+def min_max_downsample(steps: list[int], values: list[float], max_points: int) -> tuple[list[int], list[float]]:
     """Return at most ``max_points`` (>= 4) points of the series, a subsequence in step order."""
     if max_points < MIN_POINTS:
         raise ValueError(f"max_points must be at least {MIN_POINTS}")

@@ -100,11 +100,7 @@ def list_jobs(session: Session, filters: JobFilters, sort: str, limit: int, offs
     # is a separate query so the page can stop at ``offset + limit`` rows of an index.
     key = _sort_column(name).label("sort_key")
     page = (
-        _filtered(select(Job.id, key), filters)
-        .order_by(*ordering(key, Job.id))
-        .limit(limit)
-        .offset(offset)
-        .subquery()
+        _filtered(select(Job.id, key), filters).order_by(*ordering(key, Job.id)).limit(limit).offset(offset).subquery()
     )
     in_order = ordering(page.c.sort_key, page.c.id)
     progress = [AttemptProgress.attempt_id.label("progress_attempt_id")]
@@ -182,9 +178,7 @@ def latest_progress(session: Session, job_ids: Sequence[int]) -> dict[int, Attem
     if not job_ids:
         return {}
     rows = session.scalars(
-        select(AttemptProgress)
-        .where(AttemptProgress.job_id.in_(job_ids))
-        .order_by(AttemptProgress.attempt_id)
+        select(AttemptProgress).where(AttemptProgress.job_id.in_(job_ids)).order_by(AttemptProgress.attempt_id)
     )
     return {row.job_id: row for row in rows}
 

@@ -128,9 +128,7 @@ class Job(Base):
     @property
     def scaling(self) -> Scaling:
         """What the job's attempts ask Ray for: the workers, each one's CPUs and GPUs, their placement."""
-        return Scaling(
-            workers=self.workers, num_cpus=self.num_cpus, num_gpus=self.num_gpus, placement=self.placement
-        )
+        return Scaling(workers=self.workers, num_cpus=self.num_cpus, num_gpus=self.num_gpus, placement=self.placement)
 
     def record_summary(self, summary: dict[str, Any] | None) -> None:
         """Store the final metrics (finite numbers, or None to clear them) and their headline column."""

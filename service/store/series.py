@@ -23,9 +23,7 @@ def read_series(
     session: Session, job_id: int, names: Sequence[str] | None = None, since_step: int | None = None
 ) -> dict[str, SeriesData]:
     """Points of ``job_id`` in step order per name; only ``names`` if given, only steps > ``since_step``."""
-    statement = select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(
-        MetricPoint.job_id == job_id
-    )
+    statement = select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(MetricPoint.job_id == job_id)
     if names:
         statement = statement.where(MetricPoint.name.in_(names))
     if since_step is not None:
@@ -46,9 +44,7 @@ def metric_names(session: Session, job_id: int) -> list[str]:
     )
 
 
-def latest_values(
-    session: Session, job_ids: Sequence[int], names: Sequence[str]
-) -> dict[int, dict[str, float]]:
+def latest_values(session: Session, job_ids: Sequence[int], names: Sequence[str]) -> dict[int, dict[str, float]]:
     """The value at the highest step of each (job, name), for many jobs in one query."""
     if not job_ids or not names:
         return {}

@@ -51,8 +51,11 @@ def sync_pass(factory: sessionmaker[Session], tracker: Tracker) -> None:
 
 def _open_runs(session: Session, tracker: Tracker) -> None:
     jobs = session.scalars(
-        select(Job).where(Job.mlflow_run_id.is_(None), Job.started_at.is_not(None))
-        .options(selectinload(Job.sweep)).order_by(Job.id).limit(OPEN_BATCH)
+        select(Job)
+        .where(Job.mlflow_run_id.is_(None), Job.started_at.is_not(None))
+        .options(selectinload(Job.sweep))
+        .order_by(Job.id)
+        .limit(OPEN_BATCH)
     ).all()
     session.expunge_all()  # the rows stay readable, and nothing is held while MLflow answers
     session.rollback()
@@ -68,7 +71,8 @@ def _sweep_run(session: Session, sweep: Sweep, tracker: Tracker) -> str:
     if sweep.mlflow_parent_run_id is None:
         run_id = tracker.sweep_run(sweep)
         session.execute(
-            update(Sweep).where(Sweep.id == sweep.id, Sweep.mlflow_parent_run_id.is_(None))
+            update(Sweep)
+            .where(Sweep.id == sweep.id, Sweep.mlflow_parent_run_id.is_(None))
             .values(mlflow_parent_run_id=run_id)
         )
         session.commit()

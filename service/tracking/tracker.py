@@ -176,7 +176,9 @@ class Tracker:
     def create_sweep_run(self, sweep: Sweep) -> str:
         """The parent run of a sweep; its cells' runs point at it with ``mlflow.parentRunId``."""
         tags = {
-            "mmae.sweep_id": str(sweep.id), "mmae.sweep_key": _sweep_key(sweep), "mmae.strategy": sweep.strategy,
+            "mmae.sweep_id": str(sweep.id),
+            "mmae.sweep_key": _sweep_key(sweep),
+            "mmae.strategy": sweep.strategy,
             "mmae_version": __version__,
         }
         run = self.client.create_run(self.experiment_id(), tags=tags, run_name=sweep.name)

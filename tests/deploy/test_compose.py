@@ -49,8 +49,12 @@ def example_env() -> dict[str, str]:
 def proper_env(**changes: str) -> dict[str, str]:
     """The example with its secrets (and the S3 settings) filled in as the example says, then ``changes``."""
     env = example_env() | {name: secrets.token_hex(32) for name in SECRETS}
-    env |= {"MMAE_STORAGE_URI": "s3://mmae-runs/prod", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
-            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20), "AWS_REGION": "eu-west-1"}
+    env |= {
+        "MMAE_STORAGE_URI": "s3://mmae-runs/prod",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
+        "AWS_REGION": "eu-west-1",
+    }
     return env | changes
 
 
@@ -104,7 +108,10 @@ def test_a_proper_env_resolves_and_every_service_gets_its_secret(tmp_path: Path)
         assert stack[name]["environment"]["RAY_AUTH_MODE"] == "token", name
     assert stack["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
     for name in (*RAY_NODES, "api"):  # a worker's spec names the database without its password
-        assert stack[name]["environment"]["MMAE_DATABASE_URL"] == f"postgresql+psycopg://mmae:{password}@postgres:5432/mmae"
+        assert (
+            stack[name]["environment"]["MMAE_DATABASE_URL"]
+            == f"postgresql+psycopg://mmae:{password}@postgres:5432/mmae"
+        )
     mlflow = stack["mlflow"]
     assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].endswith(f":{password}@postgres:5432/mlflow")
     assert not any(password in part for part in mlflow["command"])  # never on a command line (ps, inspect)
@@ -125,7 +132,9 @@ def test_the_expose_override_publishes_dashboard_client_and_mlflow_on_loopback_o
     stack = services(resolve(tmp_path, proper_env(MLFLOW_PORT="5050"), EXPOSE_FILE))
     published = {
         (name, port["target"]): (port["host_ip"], port["published"])
-        for name, service in stack.items() if name != "api" for port in service.get("ports", [])
+        for name, service in stack.items()
+        if name != "api"
+        for port in service.get("ports", [])
     }
     assert published == {
         ("ray-head", 8265): ("127.0.0.1", "8265"),

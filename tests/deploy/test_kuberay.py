@@ -18,16 +18,19 @@ def build(overlay: str) -> dict[str, dict[str, Any]]:
     """The overlay's manifests by kind, as ``kubectl apply -k deploy/kuberay/<overlay>`` would send them."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed")
-    result = subprocess.run(["kubectl", "kustomize", str(KUBERAY / overlay)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERAY / overlay)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout)}
 
 
 def pod_specs(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
     spec = cluster["spec"]
-    return {"head": spec["headGroupSpec"]["template"]["spec"],
-            **{group["groupName"]: group["template"]["spec"] for group in spec["workerGroupSpecs"]}}
+    return {
+        "head": spec["headGroupSpec"]["template"]["spec"],
+        **{group["groupName"]: group["template"]["spec"] for group in spec["workerGroupSpecs"]},
+    }
 
 
 def env_values(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -60,8 +63,9 @@ def test_the_shared_volume_overlay_mounts_one_rwx_claim_at_data_in_every_pod() -
     assert manifests["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
     claim = manifests["PersistentVolumeClaim"]["metadata"]["name"]
     for name, pod in pod_specs(manifests["RayCluster"]).items():
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if v.get("persistentVolumeClaim")}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v.get("persistentVolumeClaim")
+        }
         assert claims == {"data": claim}, name
         (container,) = pod["containers"]
         assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"], name

@@ -21,9 +21,7 @@ TINY: dict[str, Any] = tiny(steps=30, device="cpu")
 
 
 @pytest.fixture
-def e2e_settings(
-    tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest
-) -> Settings:
+def e2e_settings(tmp_path: Path, ray_cluster: str, mlflow_store: str, request: pytest.FixtureRequest) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
         database_url=f"sqlite:///{tmp_path / 'mmae.db'}",
@@ -43,9 +41,7 @@ def api(e2e_settings: Settings) -> Iterator[TestClient]:
         token = (e2e_settings.data_dir / ADMIN_TOKEN_FILE).read_text().strip()
         client.headers["Authorization"] = f"Bearer {token}"
         yield client
-        for job in client.get("/api/jobs", params={"status": ["queued", "starting", "running"]}).json()[
-            "items"
-        ]:
+        for job in client.get("/api/jobs", params={"status": ["queued", "starting", "running"]}).json()["items"]:
             client.post(f"/api/jobs/{job['id']}/cancel")
 
 

@@ -36,7 +36,9 @@ def job_of(api: TestClient, job_id: int) -> dict[str, Any]:
 def train_worker_nodes(address: str) -> set[str]:
     """Node ids of the live Ray Train worker actors on the cluster."""
     response = httpx.get(
-        f"{address}/api/v0/actors", headers=auth_headers(), timeout=10,
+        f"{address}/api/v0/actors",
+        headers=auth_headers(),
+        timeout=10,
         params={"filter_keys": "class_name", "filter_predicates": "=", "filter_values": "RayTrainWorker"},
     )
     rows = response.json()["data"]["result"]["result"]

@@ -81,8 +81,11 @@ def test_a_job_runs_on_time_while_mlflow_hangs_and_is_back_filled_when_it_return
         job = wait_until(lambda: api.get(f"/api/jobs/{job_id}").json(), lambda j: j["mlflow_run_id"], 60)
         series = api.get(f"/api/jobs/{job_id}/metrics", params={"max_points": 100_000}).json()["series"]
         mlflow = MlflowClient(e2e_settings.resolved_mlflow_uri)
-        run = wait_until(lambda: mlflow.get_run(job["mlflow_run_id"]).to_dictionary()["info"],
-                         lambda info: info["status"] == "FINISHED", 60)
+        run = wait_until(
+            lambda: mlflow.get_run(job["mlflow_run_id"]).to_dictionary()["info"],
+            lambda info: info["status"] == "FINISHED",
+            60,
+        )
     finally:
         api.__exit__(None, None, None)
     data = mlflow.get_run(run["run_id"]).data

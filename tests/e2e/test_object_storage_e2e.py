@@ -40,9 +40,14 @@ def s3_plane(
             monkeypatch.setenv(name, value)  # the head's workers inherit them; the API never reads them
         with temporary_head(tmp_path / "ray_token", num_cpus=2, num_gpus=0) as address:
             settings = Settings(
-                data_dir=tmp_path / "api-data", database_url=own_postgres_url, ray_address=address,
-                mlflow_tracking_uri=mlflow_store, mlflow_experiment=f"s3-{tmp_path.name}",
-                storage_uri=f"s3://{s3.bucket}/runs", reconcile_interval_s=0.5, scheduler_interval_s=0.2,
+                data_dir=tmp_path / "api-data",
+                database_url=own_postgres_url,
+                ray_address=address,
+                mlflow_tracking_uri=mlflow_store,
+                mlflow_experiment=f"s3-{tmp_path.name}",
+                storage_uri=f"s3://{s3.bucket}/runs",
+                reconcile_interval_s=0.5,
+                scheduler_interval_s=0.2,
             )
             engine = make_engine(settings.resolved_database_url)
             upgrade_to_head(engine)
@@ -58,8 +63,11 @@ def s3_plane(
 
 def bucket_keys(s3: S3Emulator, prefix: str) -> list[str]:
     bucket = fs.S3FileSystem(
-        access_key=s3.access_key_id, secret_key=s3.secret_access_key, endpoint_override=s3.endpoint,
-        region="us-east-1", scheme="http",
+        access_key=s3.access_key_id,
+        secret_key=s3.secret_access_key,
+        endpoint_override=s3.endpoint,
+        region="us-east-1",
+        scheme="http",
     )
     found = bucket.get_file_info(fs.FileSelector(f"{s3.bucket}/{prefix}", recursive=True, allow_not_found=True))
     return sorted(info.path.split(f"{prefix}/", 1)[1] for info in found if info.type == fs.FileType.File)

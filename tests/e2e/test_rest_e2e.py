@@ -53,8 +53,11 @@ def test_digits_mmae_job_over_rest_succeeds_with_metrics_in_sql_and_mlflow(
     assert len(loss_steps) == 30 and len(set(loss_steps)) == 30
 
     mlflow = MlflowClient(e2e_settings.resolved_mlflow_uri)
-    closed = wait_until(lambda: mlflow.get_run(job["mlflow_run_id"]).to_dictionary()["info"],
-                        lambda info: info["status"] != "RUNNING", 30)  # the MLflow thread's next pass
+    closed = wait_until(
+        lambda: mlflow.get_run(job["mlflow_run_id"]).to_dictionary()["info"],
+        lambda info: info["status"] != "RUNNING",
+        30,
+    )  # the MLflow thread's next pass
     assert closed["status"] == "FINISHED"
     run = mlflow.get_run(job["mlflow_run_id"])
     assert run.data.params["loss.mu"] == "1.0" and run.data.tags["config_hash"] == job["config_hash"]
@@ -85,19 +88,16 @@ def test_three_cell_mu_sweep_makes_three_mlflow_children_under_one_parent(
     children = mlflow.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) == 3
     assert sorted(float(run.data.params["loss.mu"]) for run in children) == [0.5, 1.0, 3.0]
-    closed = wait_until(lambda: mlflow.get_run(parent).to_dictionary()["info"],
-                        lambda info: info["status"] != "RUNNING", 30)  # the MLflow thread's next pass
+    closed = wait_until(
+        lambda: mlflow.get_run(parent).to_dictionary()["info"], lambda info: info["status"] != "RUNNING", 30
+    )  # the MLflow thread's next pass
     assert closed["status"] == "FINISHED"
     assert api.post("/api/sweeps", json=body).json()["id"] == sweep["id"], "resubmission is idempotent"
 
 
 def test_cancel_stops_a_running_job_within_10_seconds(api: TestClient, e2e_settings: Settings) -> None:
-    created = api.post(
-        "/api/jobs", json={"config": TINY | {"steps": 100_000, "checkpoint_every": 100_000}}
-    ).json()
-    wait_until(
-        lambda: job_of(api, created["id"]), lambda j: j["status"] == "running" and j["progress"]["step"] > 2
-    )
+    created = api.post("/api/jobs", json={"config": TINY | {"steps": 100_000, "checkpoint_every": 100_000}}).json()
+    wait_until(lambda: job_of(api, created["id"]), lambda j: j["status"] == "running" and j["progress"]["step"] > 2)
     started = time.monotonic()
     response = api.post(f"/api/jobs/{created['id']}/cancel")
     assert response.status_code == 202 and response.json()["status"] == "cancelling"
@@ -145,9 +145,7 @@ def start_api(settings: Settings, port: int, log: Path) -> subprocess.Popen:
         time.sleep(0.2)
 
 
-def test_killing_the_api_mid_run_loses_nothing_and_records_the_job_once(
-    e2e_settings: Settings, tmp_path: Path
-) -> None:
+def test_killing_the_api_mid_run_loses_nothing_and_records_the_job_once(e2e_settings: Settings, tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "api.log"
     process = start_api(e2e_settings, port, log)
     token = (e2e_settings.data_dir / ADMIN_TOKEN_FILE).read_text().strip()
@@ -155,25 +153,19 @@ def test_killing_the_api_mid_run_loses_nothing_and_records_the_job_once(
     try:
         config = TINY | {"steps": 150, "checkpoint_every": 50}
         job_id = client.post("/api/jobs", json={"name": "survivor", "config": config}).json()["id"]
-        wait_until(
-            lambda: job_of(client, job_id), lambda j: j["status"] == "running" and j["progress"]["step"] > 5
-        )
+        wait_until(lambda: job_of(client, job_id), lambda j: j["status"] == "running" and j["progress"]["step"] > 5)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         time.sleep(2)
         process = start_api(e2e_settings, port, log)
         job = wait_until(lambda: job_of(client, job_id), lambda j: j["status"] in TERMINAL)
-        series = client.get(
-            f"/api/jobs/{job_id}/metrics", params={"names": "train/loss", "max_points": 100_000}
-        )
+        series = client.get(f"/api/jobs/{job_id}/metrics", params={"names": "train/loss", "max_points": 100_000})
     finally:
         process.terminate()
         process.wait(timeout=30)
         client.close()
     assert job["status"] == "succeeded", (job["error"], log.read_text()[-3000:])
-    assert len(job["attempts"]) == 1 and job["retries_used"] == 0, (
-        "the running attempt was adopted, not redone"
-    )
+    assert len(job["attempts"]) == 1 and job["retries_used"] == 0, "the running attempt was adopted, not redone"
     loss_steps = series.json()["series"]["train/loss"]["steps"]
     assert loss_steps == list(range(loss_steps[0], loss_steps[0] + 150)), "every step once in SQL"
     mlflow = MlflowClient(e2e_settings.resolved_mlflow_uri)

@@ -24,7 +24,9 @@ def test_save_publishes_step_file_and_last(tmp_path):
     assert load_checkpoint(last_checkpoint(tmp_path))["step"] == 20
     assert load_checkpoint(first)["step"] == 10
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "last.pt", "step_00000010.pt", "step_00000020.pt"
+        "last.pt",
+        "step_00000010.pt",
+        "step_00000020.pt",
     ]
 
 

@@ -66,8 +66,16 @@ def test_override_without_equals(capsys, config_file):
 
 
 def test_missing_dataset_root_is_one_line(capsys, config_file, tmp_path):
-    argv = ["train", str(config_file), "--run-dir", str(tmp_path / "run"),
-            "--set", "data.dataset=cifar10", "--set", f"data.root={tmp_path / 'absent'}"]
+    argv = [
+        "train",
+        str(config_file),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "data.dataset=cifar10",
+        "--set",
+        f"data.root={tmp_path / 'absent'}",
+    ]
     assert "absent" in _error_line(capsys, argv)
 
 
@@ -118,7 +126,8 @@ def test_train_then_eval_a_tiny_run(capsys, config_file, tmp_path):
 def test_console_error_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  patch_size: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "mmae.cli", "train", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmae.cli", "train", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "patch_size" in proc.stderr

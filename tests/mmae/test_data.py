@@ -49,10 +49,7 @@ def test_digits_is_the_real_sklearn_set_with_a_stratified_split() -> None:
     image, label = bundle.test[0]
     assert image.shape == (1, 8, 8) and image.dtype == torch.float32 and isinstance(label, int)
     reference = load_digits()
-    ref = {
-        (tuple(img.astype(int).ravel()), int(t))
-        for img, t in zip(reference.images, reference.target, strict=True)
-    }
+    ref = {(tuple(img.astype(int).ravel()), int(t)) for img, t in zip(reference.images, reference.target, strict=True)}
     for split in (bundle.train, bundle.test):
         raw = (split.images * 16).round().long().flatten(1)
         assert {(tuple(row.tolist()), int(t)) for row, t in zip(raw, split.labels, strict=True)} <= ref
@@ -77,9 +74,7 @@ def test_digits_split_is_deterministic_per_seed() -> None:
 def test_digits_resized_on_request() -> None:
     bundle = build_datasets(DataConfig(dataset="digits", image_size=16), seed=0)
     images, _ = next(eval_batches(bundle.test, 4))
-    assert (
-        bundle.image_size == 16 and images.shape == (4, 1, 16, 16) and bundle.test[0][0].shape == (1, 16, 16)
-    )
+    assert bundle.image_size == 16 and images.shape == (4, 1, 16, 16) and bundle.test[0][0].shape == (1, 16, 16)
 
 
 # ---------------------------------------------------------------- CIFAR (official python-pickle format)
@@ -215,10 +210,7 @@ def test_imagefolder_reads_pngs_with_train_class_ids(tmp_path: Path) -> None:
 
 def test_imagefolder_accepts_test_folder_and_rejects_unknown_classes(tmp_path: Path) -> None:
     write_image_tree(tmp_path / "a", {"train": {"cat": 2}, "test": {"cat": 1}})
-    assert (
-        len(build_datasets(DataConfig(dataset="imagefolder", root=str(tmp_path / "a"), image_size=8), 0).test)
-        == 1
-    )
+    assert len(build_datasets(DataConfig(dataset="imagefolder", root=str(tmp_path / "a"), image_size=8), 0).test) == 1
     write_image_tree(tmp_path / "b", {"train": {"cat": 2}, "val": {"cow": 1}})
     with pytest.raises(ValueError, match="cow"):
         build_datasets(DataConfig(dataset="imagefolder", root=str(tmp_path / "b"), image_size=8), seed=0)
@@ -239,9 +231,7 @@ def test_imagefolder_batches_resume_exactly(tmp_path: Path) -> None:
 def test_synthetic_is_seeded_and_class_conditional() -> None:
     cfg = DataConfig(dataset="synthetic", synthetic_samples=200, synthetic_classes=4, image_size=16)
     a, b = build_datasets(cfg, seed=1), build_datasets(cfg, seed=1)
-    assert a.train.images.equal(b.train.images) and not a.train.images.equal(
-        build_datasets(cfg, 2).train.images
-    )
+    assert a.train.images.equal(b.train.images) and not a.train.images.equal(build_datasets(cfg, 2).train.images)
     assert (len(a.train), len(a.test), a.in_chans, a.num_classes) == (200, 200, 3, 4)
     train_x, train_y = next(eval_batches(a.train, 200))
     test_x, test_y = next(eval_batches(a.test, 200))

@@ -331,8 +331,10 @@ def test_global_batchnorm_conversion_keeps_state_and_frozen_parameters() -> None
     assert isinstance(converted[1], GlobalBatchNorm) and converted[1].running_mean.eq(0.5).all()
     assert not any(p.requires_grad for p in converted.parameters())
     x = torch.randn(6, 3)
-    assert torch.equal(converted(x), torch.nn.functional.batch_norm(
-        frozen[0](x), None, None, converted[1].weight, converted[1].bias, training=True))
+    assert torch.equal(
+        converted(x),
+        torch.nn.functional.batch_norm(frozen[0](x), None, None, converted[1].weight, converted[1].bias, training=True),
+    )
 
 
 def test_a_batch_that_does_not_split_names_both_numbers() -> None:
@@ -367,8 +369,7 @@ def test_official_gather_layer_divides_the_tcr_gradient_by_the_world_size(runs: 
         return torch.cat([m.flatten() for m in first_moments(state, cfg).values()])
 
     mae, honest, official = (
-        flat_moments(rank0_state(two_dir / name))
-        for name in ("step_mae", "step_mmae", "step_mmae_official_gather")
+        flat_moments(rank0_state(two_dir / name)) for name in ("step_mae", "step_mmae", "step_mmae_official_gather")
     )
     single_state = load_checkpoint(last_checkpoint(one_dir / "step_mmae"))
     single = flat_moments(single_state)

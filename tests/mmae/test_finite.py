@@ -10,7 +10,13 @@ from mmae.finite import finite_numbers, finite_or_none
 
 def test_finite_or_none_keeps_finite_numbers_only() -> None:
     assert [finite_or_none(value) for value in (1.5, 0.0, -2.0, math.nan, math.inf, -math.inf, None)] == [
-        1.5, 0.0, -2.0, None, None, None, None,
+        1.5,
+        0.0,
+        -2.0,
+        None,
+        None,
+        None,
+        None,
     ]
 
 

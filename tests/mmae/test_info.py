@@ -126,9 +126,7 @@ def test_total_coding_rate_gradcheck(batch: int, dim: int) -> None:
 def test_total_coding_rate_gradient_is_two_z_inverse() -> None:
     z = random_features(6, 4, seed=8).requires_grad_()
     info.total_coding_rate(z, 2.0).backward()
-    expected = (
-        2 * z.detach() @ torch.linalg.inv(2.0 * torch.eye(4, dtype=torch.float64) + z.detach().T @ z.detach())
-    )
+    expected = 2 * z.detach() @ torch.linalg.inv(2.0 * torch.eye(4, dtype=torch.float64) + z.detach().T @ z.detach())
     torch.testing.assert_close(z.grad, expected)
 
 
@@ -203,9 +201,7 @@ def test_matrix_kl_on_rank_deficient_inputs() -> None:
     assert info.matrix_kl(k, k).item() == pytest.approx(0.0, abs=1e-9)
     collapsed = torch.ones(8, 8, dtype=torch.float64)
     assert info.matrix_kl(torch.eye(8, dtype=torch.float64), collapsed).item() == math.inf
-    assert info.matrix_kl(collapsed, torch.eye(8, dtype=torch.float64)).item() == pytest.approx(
-        8 * math.log(8)
-    )
+    assert info.matrix_kl(collapsed, torch.eye(8, dtype=torch.float64)).item() == pytest.approx(8 * math.log(8))
 
 
 def test_matrix_js_and_eigenspace_js_match_definitions() -> None:

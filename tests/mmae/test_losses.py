@@ -142,9 +142,7 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views() -> None:
     for _ in range(3):
         hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)])
     decorrelated = hadamard[:, 1:]  # 8 x 7: zero-mean, unit-variance, mutually orthogonal columns
-    assert barlow_twins_loss(decorrelated, decorrelated.clone(), 0.0051).item() == pytest.approx(
-        0.0, abs=1e-8
-    )
+    assert barlow_twins_loss(decorrelated, decorrelated.clone(), 0.0051).item() == pytest.approx(0.0, abs=1e-8)
     assert barlow_twins_loss(decorrelated, decorrelated.clone(), 1.0, center=False).item() == pytest.approx(
         0.0, abs=1e-12
     )

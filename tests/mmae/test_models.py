@@ -27,9 +27,7 @@ GEOMETRIES = [(8, 2, 1), (32, 4, 3), (16, 4, 3), (16, 4, 1)]
 
 
 def tiny_mae(img: int, patch: int, chans: int, depth: int = 1) -> MaskedAutoencoder:
-    cfg = ModelConfig(
-        size="tiny", depth=depth, patch_size=patch, decoder_dim=32, decoder_depth=1, decoder_heads=2
-    )
+    cfg = ModelConfig(size="tiny", depth=depth, patch_size=patch, decoder_dim=32, decoder_depth=1, decoder_heads=2)
     return build_mae(cfg, img, chans)
 
 

@@ -14,13 +14,21 @@ from mmae.monitor import InformationMonitor
 from mmae.train import fit
 
 SINGLE = {"info/tcr", "info/entropy_a1", "info/erank", "info/erank_centered"}
-PAIR = SINGLE | {"info/erank_target"} | {
-    f"info/{kind}_{m}{suffix}"
-    for m in ("corr", "gram")
-    for kind, suffixes in (("mi", ("_a1", "_a2")), ("joint_entropy", ("_a1", "_a2")), ("js", ("",)),
-                           ("eigen_js", ("",)))
-    for suffix in suffixes
-}
+PAIR = (
+    SINGLE
+    | {"info/erank_target"}
+    | {
+        f"info/{kind}_{m}{suffix}"
+        for m in ("corr", "gram")
+        for kind, suffixes in (
+            ("mi", ("_a1", "_a2")),
+            ("joint_entropy", ("_a1", "_a2")),
+            ("js", ("",)),
+            ("eigen_js", ("",)),
+        )
+        for suffix in suffixes
+    }
+)
 
 
 def test_pair_names_match_the_contract():

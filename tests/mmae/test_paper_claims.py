@@ -71,9 +71,7 @@ def test_prop_4_5_mutual_information_at_most_log_d(alpha: float) -> None:
 def test_prop_4_7_joint_entropy_at_least_each_marginal(alpha: float) -> None:
     for k1, k2 in correlation_pairs(60, 6, seed=2):
         joint = info.joint_entropy(k1, k2, alpha).item()
-        assert (
-            joint >= max(info.matrix_entropy(k1, alpha).item(), info.matrix_entropy(k2, alpha).item()) - 1e-10
-        )
+        assert joint >= max(info.matrix_entropy(k1, alpha).item(), info.matrix_entropy(k2, alpha).item()) - 1e-10
 
 
 def test_prop_4_7_von_neumann_joint_entropy_subadditive_and_rank_bounded() -> None:
@@ -106,14 +104,10 @@ def test_prop_4_10_kl_identities() -> None:
     for rank in (2, 5, 8, 20):
         k = random_correlation(8, rank, gen)
         kl_to_identity = info.matrix_kl(k, torch.eye(8, dtype=torch.float64))
-        assert info.matrix_entropy(k).item() == pytest.approx(
-            math.log(8) - kl_to_identity.item() / 8, abs=1e-10
-        )
+        assert info.matrix_entropy(k).item() == pytest.approx(math.log(8) - kl_to_identity.item() / 8, abs=1e-10)
         for mu in (0.1, 1.0, 3.0):
             shifted = (mu * torch.eye(8, dtype=torch.float64) + k) / (1 + mu)
-            expected = (
-                8 * math.log(1 + mu) - info.matrix_kl(torch.eye(8, dtype=torch.float64), shifted).item()
-            )
+            expected = 8 * math.log(1 + mu) - info.matrix_kl(torch.eye(8, dtype=torch.float64), shifted).item()
             assert tcr_of_matrix(k, mu).item() == pytest.approx(expected, abs=1e-9)
 
 
@@ -207,9 +201,7 @@ def test_theorems_4_3_4_13_4_17_barlow_twins_bounds(lam: float) -> None:
         assert info.mutual_information(k1, k2, 2.0).item() >= mi_bound - 1e-9
         assert info.joint_entropy(k1, k2, 2.0).item() >= math.log(dim) - math.log(1 + slack) - 1e-9
         for mu in (0.5, 1.0, 4.0):
-            tcr_bound = dim * math.log(mu + 1) - (2 / lam * loss + 4 * (dim - 1) * math.sqrt(dim * loss)) / (
-                2 * mu**2
-            )
+            tcr_bound = dim * math.log(mu + 1) - (2 / lam * loss + 4 * (dim - 1) * math.sqrt(dim * loss)) / (2 * mu**2)
             assert tcr_of_matrix(k1 * k2, mu).item() >= tcr_bound - 1e-9
         tightest = max(tightest, mi_bound)
     assert tightest > 0.5 * math.log(8), "some case must make the bound non-vacuous"

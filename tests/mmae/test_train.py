@@ -86,7 +86,7 @@ def test_stop_then_resume_reproduces_the_uninterrupted_run(method, tiny_config, 
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
     probe = second.series("probe/online_top1")
-    assert probe and probe == straight.series("probe/online_top1")[-len(probe):]
+    assert probe and probe == straight.series("probe/online_top1")[-len(probe) :]
 
 
 @pytest.mark.slow

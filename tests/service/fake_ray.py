@@ -98,8 +98,10 @@ class FakeRay:
 
     def cluster_resources(self, *, max_age_s: float = 30.0) -> ClusterResources:
         self._answer("cluster_resources")
-        rows = [{"node_id": f"node-{i}", "ip": "127.0.0.1", "is_head": i == 0, "resources": dict(node)}
-                for i, node in enumerate(self.nodes)]
+        rows = [
+            {"node_id": f"node-{i}", "ip": "127.0.0.1", "is_head": i == 0, "resources": dict(node)}
+            for i, node in enumerate(self.nodes)
+        ]
         total = {name: sum(node.get(name, 0.0) for node in self.nodes) for name in ("CPU", "GPU", "memory")}
         return ClusterResources(total=total, nodes=rows)
 
@@ -109,8 +111,15 @@ class FakeRay:
         """Ray starts the job's entrypoint."""
         self.jobs[submission_id].status = "RUNNING"
 
-    def end(self, submission_id: str, status: str, *, exit_code: int | None = None, message: str | None = None,
-            logs: str = "") -> None:
+    def end(
+        self,
+        submission_id: str,
+        status: str,
+        *,
+        exit_code: int | None = None,
+        message: str | None = None,
+        logs: str = "",
+    ) -> None:
         """The job ends: SUCCEEDED, FAILED or STOPPED, with its exit code, Ray's message and its log."""
         job = self.jobs[submission_id]
         job.status, job.exit_code, job.message, job.logs = status, exit_code, message, logs
@@ -132,4 +141,3 @@ class FakeRay:
             raise RayUnavailable("Ray at fake://ray: connection refused")
         if self.faults[method]:
             raise self.faults[method].pop(0)
-

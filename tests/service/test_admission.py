@@ -17,16 +17,27 @@ from service.store.states import JobStatus
 
 def cluster(*nodes: dict[str, float]) -> ClusterResources:
     """A cluster of alive nodes with these totals (``{"CPU": 8, "GPU": 1}``), as the Ray client reports it."""
-    rows = [{"node_id": f"n{i}", "ip": "127.0.0.1", "is_head": i == 0, "resources": dict(node)}
-            for i, node in enumerate(nodes)]
+    rows = [
+        {"node_id": f"n{i}", "ip": "127.0.0.1", "is_head": i == 0, "resources": dict(node)}
+        for i, node in enumerate(nodes)
+    ]
     total = {name: sum(node.get(name, 0.0) for node in nodes) for name in ("CPU", "GPU")}
     return ClusterResources(total=total, nodes=rows)
 
 
 def job(workers: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0, **fields: Any) -> Job:
     config = TrainConfig()
-    return Job(name="j", method=config.method, config=config.model_dump(mode="json"), config_hash=config_hash(config),
-               workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, placement="pack", **fields)
+    return Job(
+        name="j",
+        method=config.method,
+        config=config.model_dump(mode="json"),
+        config_hash=config_hash(config),
+        workers=workers,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        placement="pack",
+        **fields,
+    )
 
 
 TWO_ONE_GPU_NODES = cluster({"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1})
@@ -80,12 +91,14 @@ def test_active_jobs_hold_all_their_workers_resources(migrated_url: str) -> None
     engine = make_engine(migrated_url)
     try:
         with make_session_factory(engine)() as session:
-            session.add_all([
-                job(workers=2, num_cpus=1.5, num_gpus=0.5, status=JobStatus.RUNNING),
-                job(workers=1, num_cpus=1, num_gpus=0, status=JobStatus.STARTING),
-                job(workers=8, num_cpus=1, num_gpus=1, status=JobStatus.QUEUED),  # holds nothing yet
-                job(workers=8, num_cpus=1, num_gpus=1, status=JobStatus.SUCCEEDED),
-            ])
+            session.add_all(
+                [
+                    job(workers=2, num_cpus=1.5, num_gpus=0.5, status=JobStatus.RUNNING),
+                    job(workers=1, num_cpus=1, num_gpus=0, status=JobStatus.STARTING),
+                    job(workers=8, num_cpus=1, num_gpus=1, status=JobStatus.QUEUED),  # holds nothing yet
+                    job(workers=8, num_cpus=1, num_gpus=1, status=JobStatus.SUCCEEDED),
+                ]
+            )
             session.commit()
             free = _free(session, TWO_ONE_GPU_NODES)
     finally:

@@ -40,8 +40,16 @@ def context_of(engine: Engine, tmp_path: Path) -> SchedulerContext:
 def queue(engine: Engine, jobs: list[dict]) -> list[int]:
     """Insert queued 1-CPU jobs (fields per job override), queued 1 µs apart in list order."""
     config = TrainConfig.model_validate({"steps": 10})
-    base = {"method": "mmae", "config": config.model_dump(mode="json"), "config_hash": config_hash(config),
-            "num_cpus": 1.0, "num_gpus": 0.0, "workers": 1, "status": JobStatus.QUEUED, "priority": 0}
+    base = {
+        "method": "mmae",
+        "config": config.model_dump(mode="json"),
+        "config_hash": config_hash(config),
+        "num_cpus": 1.0,
+        "num_gpus": 0.0,
+        "workers": 1,
+        "status": JobStatus.QUEUED,
+        "priority": 0,
+    }
     now = datetime.now(UTC)
     rows = [base | {"name": f"j{i}", "queued_at": now + timedelta(microseconds=i)} | job for i, job in enumerate(jobs)]
     with engine.begin() as connection:

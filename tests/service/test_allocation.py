@@ -56,9 +56,10 @@ def test_a_default_job_gets_the_local_head_s_cpus(
     monkeypatch.setattr(RayJobsClient, "is_available", lambda self: False)  # the local head is not started yet
     assert submit()["resources"]["num_cpus"] == ray_head.local_cpus()
     assert submit(resources={"num_cpus": 2})["resources"]["num_cpus"] == 2.0
-    sweep = client.post("/api/sweeps", json={
-        "name": "auto-cells", "base_config": {"steps": 10}, "parameters": {"loss.mu": {"values": [1, 3]}}
-    })
+    sweep = client.post(
+        "/api/sweeps",
+        json={"name": "auto-cells", "base_config": {"steps": 10}, "parameters": {"loss.mu": {"values": [1, 3]}}},
+    )
     assert sweep.status_code == 201, sweep.text
     cells = [job for job in client.get("/api/jobs").json()["items"] if job["name"].startswith("auto-cells/")]
     assert [cell["resources"]["num_cpus"] for cell in cells] == [float(ray_head.local_cpus())] * 2

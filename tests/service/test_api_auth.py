@@ -23,6 +23,7 @@ ADMIN_ME = {"name": "admin", "role": "admin", "owner": "admin", "expires_at": No
 def principal(name: str) -> Principal:
     return Principal(token_id=1, name=name, role=Role.USER, owner=name)
 
+
 PUBLIC = {("GET", "/api/health"), ("POST", "/api/login"), ("POST", "/api/logout")}
 
 
@@ -74,9 +75,7 @@ def test_login_sets_an_httponly_strict_session_cookie_without_the_token(
     assert anonymous.get("/api/me").status_code == 401
 
 
-def test_logout_ends_the_session_so_a_replayed_cookie_is_refused(
-    anonymous: TestClient, admin_token: str
-) -> None:
+def test_logout_ends_the_session_so_a_replayed_cookie_is_refused(anonymous: TestClient, admin_token: str) -> None:
     anonymous.post("/api/login", json={"token": admin_token})
     session_cookie = anonymous.cookies["mmae_session"]
     assert anonymous.get("/api/jobs").status_code == 200

@@ -25,9 +25,7 @@ def set_job(client: TestClient, job_id: int, **values: Any) -> None:
 
 
 def test_create_returns_the_full_job(submit: Submit) -> None:
-    job = submit(
-        name="first", priority=5, tags=["baseline", "mu=1"], resources={"num_cpus": 2, "num_gpus": 0.5}
-    )
+    job = submit(name="first", priority=5, tags=["baseline", "mu=1"], resources={"num_cpus": 2, "num_gpus": 0.5})
     assert job["id"] >= 1 and job["name"] == "first" and job["status"] == "queued"
     assert job["method"] == "mmae" and job["priority"] == 5 and job["max_retries"] == 2
     assert job["resources"] == {"num_cpus": 2.0, "num_gpus": 0.5, "workers": 1, "placement": "pack"}
@@ -114,17 +112,13 @@ def test_list_sorts_and_paginates(client: TestClient, submit: Submit) -> None:
             stored.record_summary({"eval/linear_top1": [0.5, 0.9, 0.7, 0.1][index]})
 
     def names(sort: str, **params: Any) -> list[str]:
-        return [
-            item["name"] for item in client.get("/api/jobs", params={"sort": sort, **params}).json()["items"]
-        ]
+        return [item["name"] for item in client.get("/api/jobs", params={"sort": sort, **params}).json()["items"]]
 
     assert names("-created_at") == [f"job-{i:02d}" for i in reversed(range(7))]
     assert names("created_at") == [f"job-{i:02d}" for i in range(7)]
     assert names("name", limit=3) == ["job-00", "job-01", "job-02"]
     assert names("name", limit=3, offset=6) == ["job-06"]
-    priorities = [
-        item["priority"] for item in client.get("/api/jobs", params={"sort": "-priority"}).json()["items"]
-    ]
+    priorities = [item["priority"] for item in client.get("/api/jobs", params={"sort": "-priority"}).json()["items"]]
     assert priorities == sorted(priorities, reverse=True)
     assert names("-linear_top1")[:4] == ["job-01", "job-02", "job-00", "job-03"], "unevaluated jobs last"
     assert names("linear_top1")[:4] == ["job-03", "job-00", "job-02", "job-01"]
@@ -165,9 +159,7 @@ def test_list_costs_a_constant_number_of_queries(client: TestClient, submit: Sub
         event.remove(engine, "before_cursor_execute", listener)
 
 
-def test_non_finite_summary_values_come_back_as_null(
-    client: TestClient, submit: Submit, database_url: str
-) -> None:
+def test_non_finite_summary_values_come_back_as_null(client: TestClient, submit: Submit, database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL's json type refuses NaN outright; only SQLite can hand one back")
     job = submit()

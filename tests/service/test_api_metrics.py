@@ -33,7 +33,12 @@ def reporter(settings: Settings, submit: Submit, client: TestClient) -> Iterator
     reporting = Reporter(engine, job_id=job["id"], attempt_id=1, flush_points=10_000, flush_interval_s=3600)
     reporting.on_train_start(
         RunInfo(
-            total_steps=3000, start_step=0, feature_dim=192, num_parameters=10, device="cpu", precision="fp32",
+            total_steps=3000,
+            start_step=0,
+            feature_dim=192,
+            num_parameters=10,
+            device="cpu",
+            precision="fp32",
             batch_size=256,
         )
     )
@@ -89,9 +94,7 @@ def test_job_view_carries_progress_and_the_collapse_flag(client: TestClient, rep
         "collapsed": True,
     }
     reporter.on_train_end(
-        TrainResult(
-            final_step=50, stopped_early=False, summary={"eval/linear_top1": 0.9}, last_checkpoint=None
-        )
+        TrainResult(final_step=50, stopped_early=False, summary={"eval/linear_top1": 0.9}, last_checkpoint=None)
     )
     job = client.get(f"/api/jobs/{reporter.job_id}").json()
     assert job["progress"]["phase"] == "done" and job["summary"] == {"eval/linear_top1": 0.9}

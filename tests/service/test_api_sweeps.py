@@ -30,9 +30,7 @@ def set_status(client: TestClient, job_id: int, status: str, **values: Any) -> N
 
 
 def test_grid_sweep_makes_one_job_per_cell(client: TestClient) -> None:
-    response = client.post(
-        "/api/sweeps", json=MU_SWEEP | {"max_concurrency": 2, "tags": ["abl"], "priority": 3}
-    )
+    response = client.post("/api/sweeps", json=MU_SWEEP | {"max_concurrency": 2, "tags": ["abl"], "priority": 3})
     assert response.status_code == 201, response.text
     sweep = response.json()
     assert sweep["total"] == 3 and sweep["counts"] == {"queued": 3}
@@ -48,9 +46,7 @@ def test_grid_sweep_makes_one_job_per_cell(client: TestClient) -> None:
 
 
 def test_grid_is_the_cartesian_product_and_duplicates_collapse(client: TestClient) -> None:
-    body = MU_SWEEP | {
-        "parameters": {"loss.mu": {"values": [1, 1.0, 3]}, "optim.lr": {"values": [0.001, 0.01]}}
-    }
+    body = MU_SWEEP | {"parameters": {"loss.mu": {"values": [1, 1.0, 3]}, "optim.lr": {"values": [0.001, 0.01]}}}
     sweep = client.post("/api/sweeps", json=body).json()
     assert sweep["total"] == 4
     params = [job["cell_params"] for job in cells(client, sweep["id"])]
@@ -96,9 +92,7 @@ def test_resubmitting_the_same_sweep_is_idempotent(client: TestClient) -> None:
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     renamed = client.post("/api/sweeps", json=MU_SWEEP | {"name": "mu-2"})
-    grown = client.post(
-        "/api/sweeps", json=MU_SWEEP | {"parameters": {"loss.mu": {"values": [0.5, 1, 3, 10]}}}
-    )
+    grown = client.post("/api/sweeps", json=MU_SWEEP | {"parameters": {"loss.mu": {"values": [0.5, 1, 3, 10]}}})
     assert (renamed.status_code, grown.status_code) == (201, 201)
     assert client.get("/api/jobs").json()["total"] == 3 + 3 + 4
 

@@ -156,9 +156,7 @@ QUERY_CASES: list[tuple[str, str, dict[str, Any], tuple[Any, ...]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "path", "params", "loc"), QUERY_CASES, ids=[case[0] for case in QUERY_CASES]
-)
+@pytest.mark.parametrize(("case", "path", "params", "loc"), QUERY_CASES, ids=[case[0] for case in QUERY_CASES])
 def test_bad_query_and_path_parameters_name_the_parameter(
     client: TestClient, case: str, path: str, params: dict[str, Any], loc: tuple[Any, ...]
 ) -> None:

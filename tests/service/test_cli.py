@@ -44,9 +44,7 @@ def database_url(tmp_path: Path) -> str:
 def api(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A live API on a free port; the CLI is pointed at it with the admin token."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -147,9 +145,7 @@ def test_errors_are_one_line_and_exit_2(
     files["{bad}"].write_text("loss: [unclosed\n")
     files["{invalid}"].write_text("loss:\n  mu: -1\n")
     files["{unknown}"].write_text("loss:\n  muu: 1\n")
-    files["{sweep_bad_path}"].write_text(
-        "name: s\nbase_config: tiny.yaml\nparameters:\n  loss.muu:\n    values: [1]\n"
-    )
+    files["{sweep_bad_path}"].write_text("name: s\nbase_config: tiny.yaml\nparameters:\n  loss.muu:\n    values: [1]\n")
     files["{sweep_missing_base}"].write_text("name: s\nbase_config: nowhere.yaml\nparameters: {}\n")
     code, out, err = cli(*(str(files.get(arg, arg)) for arg in argv))
     assert code == 2 and out == ""
@@ -169,9 +165,7 @@ def test_unreachable_api_is_exit_1(cli: Cli, monkeypatch: pytest.MonkeyPatch) ->
     assert code == 1 and "cannot reach the mmae API" in one_line(err)
 
 
-def test_submit_wait_exits_1_when_the_job_fails(
-    api: str, cli: Cli, settings: Settings, job_file: Path
-) -> None:
+def test_submit_wait_exits_1_when_the_job_fails(api: str, cli: Cli, settings: Settings, job_file: Path) -> None:
     engine = make_engine(settings.resolved_database_url)
     factory = make_session_factory(engine)
 

@@ -26,11 +26,12 @@ from tests.service.test_ray_submit_retry import FlakyRay, client_of
 EXAMPLES = 300
 STREAMS = ("/events",)
 MAX_DEPTH = 4
-JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(
-    max_size=12
+JSON_LEAVES = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
 )
 ANY_JSON = st.recursive(
-    JSON_LEAVES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
 
@@ -50,8 +51,9 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any], depth: int =
             return st.one_of([from_schema(part, components, depth) for part in schema[combinator]])
     kind = schema.get("type")
     if kind == "object":
-        properties = {name: from_schema(part, components, depth + 1) for name, part in
-                      schema.get("properties", {}).items()}
+        properties = {
+            name: from_schema(part, components, depth + 1) for name, part in schema.get("properties", {}).items()
+        }
         required = {name: properties.pop(name) for name in schema.get("required", []) if name in properties}
         if not required and not properties:
             return st.dictionaries(st.text(max_size=8), ANY_JSON, max_size=3)
@@ -63,8 +65,9 @@ def from_schema(schema: dict[str, Any], components: dict[str, Any], depth: int =
 
 def _scalar(kind: str | None, schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "integer":
-        bounded = st.integers(schema.get("minimum", schema.get("exclusiveMinimum")),
-                              schema.get("maximum", schema.get("exclusiveMaximum")))
+        bounded = st.integers(
+            schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum", schema.get("exclusiveMaximum"))
+        )
         return bounded | st.integers() | st.integers(min_value=2**63, max_value=2**70)
     if kind == "number":
         return st.floats(allow_nan=False, allow_infinity=False) | st.integers()
@@ -80,7 +83,8 @@ def _scalar(kind: str | None, schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (method.upper(), path, operation)
-        for path, methods in schema["paths"].items() if not path.endswith(STREAMS)
+        for path, methods in schema["paths"].items()
+        if not path.endswith(STREAMS)
         for method, operation in methods.items()
     ]
 
@@ -109,8 +113,13 @@ def requests(draw: st.DrawFn, schema: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def fuzzed_app(tmp_path, database_url: str, monkeypatch: pytest.MonkeyPatch):
-    settings_ = Settings(data_dir=tmp_path / "data", database_url=database_url, run_scheduler=False,
-                         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_sweep_cells=20)
+    settings_ = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        run_scheduler=False,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        max_sweep_cells=20,
+    )
     with TestClient(create_app(settings_)) as client:
         client.app.state.ray = ray = client_of(FlakyRay([]))
         monkeypatch.setattr(ray, "is_available", lambda: True)
@@ -124,8 +133,13 @@ def test_no_route_answers_5xx_to_anything_from_the_schema(fuzzed_app) -> None:
     schema = client.app.openapi()
     seen: set[int] = set()
 
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(request=requests(schema))
     def no_server_error(request: dict[str, Any]) -> None:
         if request["headers"]["Authorization"] == "admin":

@@ -32,10 +32,12 @@ def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[En
 def end_advisory_lock_sessions(engine: Engine) -> None:
     """End every session that holds an advisory lock on the database (as if its process died)."""
     with engine.connect() as connection:
-        connection.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ))
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
         connection.commit()
 
 

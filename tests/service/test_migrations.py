@@ -84,8 +84,11 @@ def test_jobs_from_before_0002_keep_their_run_dir_and_get_headline_and_params(em
                     " retries_used, num_cpus, num_gpus, tags, summary, created_at, queued_at) VALUES (41, 'old',"
                     " 'succeeded', 'mmae', :config, 'h', 0, 2, 0, 1, 0, '[]', :summary, :now, :now)"
                 ),
-                {"now": datetime.now(UTC), "config": '{"loss": {"mu": 3.0}, "steps": 30}',
-                 "summary": '{"eval/linear_top1": 0.75}'},
+                {
+                    "now": datetime.now(UTC),
+                    "config": '{"loss": {"mu": 3.0}, "steps": 30}',
+                    "summary": '{"eval/linear_top1": 0.75}',
+                },
             )
         upgrade_to_head(engine)
         with engine.connect() as connection:

@@ -51,15 +51,33 @@ def ran(factory: sessionmaker[Session], status: JobStatus, sweep_id: int | None 
     config = TrainConfig.model_validate({"steps": STEPS, "seed": fields.pop("seed", 0)})
     now = datetime.now(UTC)
     with factory() as session:
-        job = Job(name="ran", method=config.method, config=config.model_dump(mode="json"),
-                  config_hash=config_hash(config), status=status, started_at=now, sweep_id=sweep_id,
-                  run_dir_name=f"job-{now.timestamp()}-{config.seed}", **fields)
+        job = Job(
+            name="ran",
+            method=config.method,
+            config=config.model_dump(mode="json"),
+            config_hash=config_hash(config),
+            status=status,
+            started_at=now,
+            sweep_id=sweep_id,
+            run_dir_name=f"job-{now.timestamp()}-{config.seed}",
+            **fields,
+        )
         session.add(job)
         session.flush()
-        session.execute(insert(MetricPoint), [
-            {"job_id": job.id, "name": "train/loss", "step": step, "value": 1.0 / step, "attempt_id": 0,
-             "logged_at": now} for step in range(1, STEPS + 1)
-        ])
+        session.execute(
+            insert(MetricPoint),
+            [
+                {
+                    "job_id": job.id,
+                    "name": "train/loss",
+                    "step": step,
+                    "value": 1.0 / step,
+                    "attempt_id": 0,
+                    "logged_at": now,
+                }
+                for step in range(1, STEPS + 1)
+            ],
+        )
         session.commit()
         return job.id
 

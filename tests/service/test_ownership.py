@@ -33,7 +33,9 @@ def tokens(client: TestClient, admin_token: str) -> dict[str, dict[str, str]]:
     headers = {"admin": {"Authorization": f"Bearer {admin_token}"}}
     with session_scope(client.app.state.session_factory) as session:
         for name, role, owner in (
-            ("alice", Role.USER, "alice"), ("bob", Role.USER, "bob"), ("reader", Role.READ, "alice")
+            ("alice", Role.USER, "alice"),
+            ("bob", Role.USER, "bob"),
+            ("reader", Role.READ, "alice"),
         ):
             headers[name] = {"Authorization": f"Bearer {create_token(session, name, role=role, owner=owner)}"}
     return headers
@@ -44,9 +46,7 @@ def post_job(client: TestClient, headers: dict[str, str], key: str | None = None
     return client.post("/api/jobs", json={"config": TINY} | fields, headers=headers | extra)
 
 
-@pytest.mark.parametrize(
-    ("caller", "allowed"), [("admin", True), ("alice", True), ("bob", False), ("reader", False)]
-)
+@pytest.mark.parametrize(("caller", "allowed"), [("admin", True), ("alice", True), ("bob", False), ("reader", False)])
 def test_cancel_and_retry_need_the_jobs_owner_or_an_admin(
     client: TestClient, tokens: dict[str, dict[str, str]], caller: str, allowed: bool
 ) -> None:
@@ -161,9 +161,7 @@ def live_api(settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def test_event_streams_are_capped_per_token_and_released_on_disconnect(
-    live_api: str, settings: Settings
-) -> None:
+def test_event_streams_are_capped_per_token_and_released_on_disconnect(live_api: str, settings: Settings) -> None:
     token = (settings.data_dir / "admin-token").read_text().strip()
     with httpx.Client(base_url=live_api, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
         job = http.post("/api/jobs", json={"config": TINY}).json()  # stays queued: no scheduler

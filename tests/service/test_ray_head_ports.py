@@ -14,8 +14,15 @@ import pytest
 from service.cluster import ray_head
 
 # Beyond loopback: Ray's C++ servers, its Python agents on the node address, and worker processes.
-BEYOND_LOOPBACK = ("gcs_server", "raylet", "dashboard/agent.py", "runtime_env/agent/main.py", "ray.util.client.server",
-                   "default_worker.py", "ray::")
+BEYOND_LOOPBACK = (
+    "gcs_server",
+    "raylet",
+    "dashboard/agent.py",
+    "runtime_env/agent/main.py",
+    "ray.util.client.server",
+    "default_worker.py",
+    "ray::",
+)
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 
 
@@ -55,10 +62,15 @@ def test_the_dashboard_is_loopback_only_and_only_named_ray_processes_listen_beyo
     dashboard = urlsplit(ray_cluster).port
     assert {address for address, port, _ in listeners if port == dashboard} == {"0100007F"}
     environment = dict(entry.split("=", 1) for entry in Path(f"/proc/{head}/environ").read_text().split("\0") if entry)
-    metrics_only = {"autoscaler/_private/monitor.py": int(environment["AUTOSCALER_METRIC_PORT"]),
-                    "dashboard/dashboard.py": int(environment["DASHBOARD_METRIC_PORT"])}
+    metrics_only = {
+        "autoscaler/_private/monitor.py": int(environment["AUTOSCALER_METRIC_PORT"]),
+        "dashboard/dashboard.py": int(environment["DASHBOARD_METRIC_PORT"]),
+    }
     beyond = [(port, command) for address, port, command in listeners if address not in LOOPBACK]
-    unnamed = [(port, command[:120]) for port, command in beyond
-               if not any(name in command for name in BEYOND_LOOPBACK)
-               and not any(name in command and port == metrics for name, metrics in metrics_only.items())]
+    unnamed = [
+        (port, command[:120])
+        for port, command in beyond
+        if not any(name in command for name in BEYOND_LOOPBACK)
+        and not any(name in command and port == metrics for name, metrics in metrics_only.items())
+    ]
     assert beyond and not unnamed, unnamed

@@ -25,10 +25,21 @@ from service.tracking.tracker import Tracker
 from tests.conftest import ControlPlane, spec_with
 from workers.spec import Scaling
 
-NODES = {"data": {"result": {"result": [
-    {"node_id": "n1", "node_ip": "127.0.0.1", "is_head_node": True, "resources_total": {"CPU": 4.0},
-     "state": "ALIVE"},
-]}}}
+NODES = {
+    "data": {
+        "result": {
+            "result": [
+                {
+                    "node_id": "n1",
+                    "node_ip": "127.0.0.1",
+                    "is_head_node": True,
+                    "resources_total": {"CPU": 4.0},
+                    "state": "ALIVE",
+                },
+            ]
+        }
+    }
+}
 
 
 class FlakyRay:
@@ -77,8 +88,13 @@ def flaky_plane(
     engines = []
 
     def make(answers: list[int | str], **fields: float) -> tuple[ControlPlane, FlakyRay]:
-        settings = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'mmae.db'}",
-                            mlflow_tracking_uri=mlflow_store, mlflow_experiment=request.node.name, **fields)
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            database_url=f"sqlite:///{tmp_path / 'mmae.db'}",
+            mlflow_tracking_uri=mlflow_store,
+            mlflow_experiment=request.node.name,
+            **fields,
+        )
         engine = make_engine(settings.resolved_database_url)
         engines.append(engine)
         upgrade_to_head(engine)
@@ -115,9 +131,7 @@ def test_backoff_doubles_and_a_success_clears_it() -> None:
     assert client.submit_due("mmae-attempt-1-x")
 
 
-def test_transient_submit_failures_are_retried_until_the_job_runs(
-    flaky_plane, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_transient_submit_failures_are_retried_until_the_job_runs(flaky_plane, monkeypatch: pytest.MonkeyPatch) -> None:
     plane, ray = flaky_plane([503, 429, 502])
     job_id = plane.add_job()
     plane.tick()  # admitted; Ray answers 503: the attempt stays pending, the pass goes on

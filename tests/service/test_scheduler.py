@@ -77,8 +77,9 @@ def test_a_two_worker_job_holds_both_workers_and_its_spec_says_how_to_place_them
 
 def test_a_waiting_big_job_reserves_room_and_sweeps_respect_max_concurrency(plane: ControlPlane) -> None:
     with plane.factory() as session:
-        sweep = Sweep(name="s", base_config={}, parameters={"loss.mu": {"values": [1, 3]}}, strategy="grid",
-                      max_concurrency=1)
+        sweep = Sweep(
+            name="s", base_config={}, parameters={"loss.mu": {"values": [1, 3]}}, strategy="grid", max_concurrency=1
+        )
         session.add(sweep)
         session.commit()
         sweep_id = sweep.id

@@ -69,14 +69,27 @@ class Plane:
         """The Ray submission id of the job's latest attempt."""
         return self.job(job_id).attempts[-1].ray_submission_id
 
-    def report(self, job_id: int, phase: str = "training", summary: dict[str, Any] | None = None,
-               heartbeat_at: datetime | None = None) -> None:
+    def report(
+        self,
+        job_id: int,
+        phase: str = "training",
+        summary: dict[str, Any] | None = None,
+        heartbeat_at: datetime | None = None,
+    ) -> None:
         """What the worker of the job's latest attempt writes: its progress row (a heartbeat)."""
         attempt = self.job(job_id).attempts[-1]
         with self.factory() as session:
-            session.merge(AttemptProgress(attempt_id=attempt.id, job_id=job_id, step=20, total_steps=20,
-                                          phase=phase, summary=summary,
-                                          heartbeat_at=heartbeat_at or datetime.now(UTC)))
+            session.merge(
+                AttemptProgress(
+                    attempt_id=attempt.id,
+                    job_id=job_id,
+                    step=20,
+                    total_steps=20,
+                    phase=phase,
+                    summary=summary,
+                    heartbeat_at=heartbeat_at or datetime.now(UTC),
+                )
+            )
             session.commit()
 
     def start(self, job_id: int) -> str:
@@ -209,8 +222,7 @@ def test_a_permanent_failure_is_not_retried_and_keeps_rays_reason_and_log_tail(p
     job_id = plane.add_job(max_retries=3)
     submission_id = plane.start(job_id)
     log = "\n".join(f"line {i}" for i in range(100))
-    plane.ray.end(submission_id, "FAILED", exit_code=EXIT_PERMANENT, message="Job entrypoint command failed",
-                  logs=log)
+    plane.ray.end(submission_id, "FAILED", exit_code=EXIT_PERMANENT, message="Job entrypoint command failed", logs=log)
     plane.reconcile()
     job = plane.job(job_id)
     assert job.status == JobStatus.FAILED and job.retries_used == 0 and len(job.attempts) == 1
@@ -384,9 +396,12 @@ def test_an_attempt_reaches_ray_only_once_committed_and_after_the_old_one_is_end
 
     def live_attempts(_submission_id: str, spec: AttemptSpec) -> None:
         with engine.connect() as connection:  # what a worker's fenced flush would see now
-            live = connection.scalars(select(Attempt.id).where(
-                Attempt.job_id == spec.job_id, Attempt.status.in_((AttemptStatus.PENDING, AttemptStatus.RUNNING)),
-            ))
+            live = connection.scalars(
+                select(Attempt.id).where(
+                    Attempt.job_id == spec.job_id,
+                    Attempt.status.in_((AttemptStatus.PENDING, AttemptStatus.RUNNING)),
+                )
+            )
             live_at_submit.append([attempt_id - spec.attempt_id for attempt_id in live])
 
     plane.ray.on_submit = live_attempts

@@ -56,8 +56,9 @@ def test_a_heartbeat_timeout_shorter_than_three_beats_is_refused() -> None:
 @pytest.mark.slow
 def test_mmae_serve_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "MMAE_DATA_DIR": str(tmp_path), "MMAE_STORAGE_URI": "ftp://host/runs"}
-    result = subprocess.run([sys.executable, "-m", "service.cli", "serve"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "mmae: error: invalid configuration: MMAE_STORAGE_URI: scheme 'ftp' is not supported; use an absolute "

@@ -55,9 +55,7 @@ def test_every_module_the_app_imports_is_served(anonymous: TestClient) -> None:
             continue
         for target in re.findall(r'(?:from|import\()\s*"(\.{1,2}/[^"]+)"', path.read_text()):
             resolved = (path.parent / target).resolve().relative_to(STATIC.resolve())
-            assert anonymous.get(f"/static/{resolved.as_posix()}").status_code == 200, (
-                f"{path.name} -> {target}"
-            )
+            assert anonymous.get(f"/static/{resolved.as_posix()}").status_code == 200, f"{path.name} -> {target}"
 
 
 def test_nothing_is_loaded_from_another_origin() -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+
 def with_steps(steps: int, checkpoint_every: int) -> dict[str, Any]:
     return tiny(steps=steps, checkpoint_every=checkpoint_every)
 
@@ -196,8 +197,9 @@ def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_n
     run_dir = plane.settings.runs_dir / job.run_dir_name
     checkpoint = last_checkpoint(run_dir).read_bytes()
     series = steps_of(plane, job_id, "train/loss")
-    stale = subprocess.run([sys.executable, "-m", "workers.run", "--spec", str(spec)], capture_output=True,
-                           text=True, timeout=120)
+    stale = subprocess.run(
+        [sys.executable, "-m", "workers.run", "--spec", str(spec)], capture_output=True, text=True, timeout=120
+    )
     assert stale.returncode == EXIT_FENCED, stale.stdout + stale.stderr
     assert f"attempt {first.id} is no longer the current attempt of job {job_id}" in stale.stdout
     assert last_checkpoint(run_dir).read_bytes() == checkpoint
@@ -206,7 +208,8 @@ def test_a_dead_supervisor_takes_its_trainer_along_and_a_stale_attempt_changes_n
 
 
 @pytest.mark.parametrize(
-    "plane_settings", [{"heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 20.0, "stop_grace_s": 3}],
+    "plane_settings",
+    [{"heartbeat_interval_s": 1.0, "heartbeat_timeout_s": 20.0, "stop_grace_s": 3}],
     indirect=True,
 )
 def test_a_hung_worker_is_failed_by_its_silent_heartbeat_and_retried(plane: ControlPlane) -> None:

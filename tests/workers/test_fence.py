@@ -80,13 +80,17 @@ def test_a_stale_trainer_stops_at_its_next_write_and_never_replaces_last_pt(
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_00000002.pt"]
 
 
-def test_a_lifeline_beats_while_current_and_ends_the_process_once_fenced(
-    engine: Engine, rows: AttemptRows
-) -> None:
+def test_a_lifeline_beats_while_current_and_ends_the_process_once_fenced(engine: Engine, rows: AttemptRows) -> None:
     ended = threading.Event()
     codes: list[int] = []
-    lifeline = Lifeline(engine, job_id=JOB, attempt_id=1, interval_s=0.1, poll_s=0.05,
-                        exit_process=lambda code: (codes.append(code), ended.set()))
+    lifeline = Lifeline(
+        engine,
+        job_id=JOB,
+        attempt_id=1,
+        interval_s=0.1,
+        poll_s=0.05,
+        exit_process=lambda code: (codes.append(code), ended.set()),
+    )
     lifeline.start()
     try:
         first = heartbeat(engine, 1)
@@ -111,8 +115,14 @@ def test_a_stale_attempt_is_refused_on_its_first_heartbeat(engine: Engine, rows:
 def test_a_lifeline_ends_the_process_when_its_supervisor_is_gone(engine: Engine, rows: AttemptRows) -> None:
     ended = threading.Event()
     codes: list[int] = []
-    lifeline = Lifeline(engine, job_id=JOB, attempt_id=1, interval_s=60, poll_s=0.05,
-                        exit_process=lambda code: (codes.append(code), ended.set()))
+    lifeline = Lifeline(
+        engine,
+        job_id=JOB,
+        attempt_id=1,
+        interval_s=60,
+        poll_s=0.05,
+        exit_process=lambda code: (codes.append(code), ended.set()),
+    )
     lifeline.start()
     try:
         lifeline.parent_pid = -1  # as if re-parented: the pid it started under is no longer its parent

@@ -181,8 +181,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 def test_points_are_batched_until_a_threshold_or_interval(engine: Engine, rows: AttemptRows) -> None:
     now = [0.0]
-    reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=10, flush_interval_s=5.0,
-                        clock=lambda: now[0])
+    reporter = Reporter(engine, job_id=JOB, attempt_id=1, flush_points=10, flush_interval_s=5.0, clock=lambda: now[0])
     reporter.on_train_start(info(0))
     reporter.flush()  # the start's own flush (progress) is done before any point is buffered
     emit(reporter, range(1, 9), scale=1.0)  # 8 + 1 points: under both limits

@@ -33,9 +33,7 @@ from service.store.job_queries import JobFilters, get_job, job_view, list_jobs
 from service.store.models import Job
 from service.store.states import JobStatus
 
-router = APIRouter(
-    prefix="/api/jobs", tags=["jobs"], dependencies=[require_token], route_class=StrictJsonRoute
-)
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[require_token], route_class=StrictJsonRoute)
 
 SearchText = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")]
 
@@ -90,9 +88,7 @@ async def index(
     offset: Offset = 0,
 ) -> JobPage:
     """One page of jobs; ``status`` may repeat (``?status=queued&status=running``)."""
-    filters = JobFilters(
-        status=[str(s) for s in status or ()], method=method, sweep_id=sweep_id, tag=tag, q=q
-    )
+    filters = JobFilters(status=[str(s) for s in status or ()], method=method, sweep_id=sweep_id, tag=tag, q=q)
     return await reads.run(load_job_page, settings, filters, sort, limit, offset)
 
 

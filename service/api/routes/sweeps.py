@@ -31,9 +31,7 @@ from service.store.series import latest_values
 from service.store.states import InvalidTransition, JobStatus
 from service.tracking.sweep_report import load_report
 
-router = APIRouter(
-    prefix="/api/sweeps", tags=["sweeps"], dependencies=[require_token], route_class=StrictJsonRoute
-)
+router = APIRouter(prefix="/api/sweeps", tags=["sweeps"], dependencies=[require_token], route_class=StrictJsonRoute)
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 # The report page runs nothing and loads nothing: inline CSS and SVG only.
@@ -57,9 +55,7 @@ def create(
         cells = expand(body, settings.max_sweep_cells)
     except SweepSpecError as error:
         raise validation_error(("body", *error.loc), str(error)) from error
-    sweep, created = create_sweep(
-        session, body, cells, resources, idempotency_key, settings.data_roots, caller
-    )
+    sweep, created = create_sweep(session, body, cells, resources, idempotency_key, settings.data_roots, caller)
     if created:
         wake()
     else:
