@@ -54,8 +54,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 900}
 PROGRESS_EVERY_S = 60.0  # a progress line at least this often, and whenever a cell ends
 # The results-table columns the summary prints, by the report's own labels
-SUMMARY = {"linear top-1": LABELS["eval/linear_top1"], "kNN top-1": LABELS["eval/knn_top1"],
-           "erank": LABELS["info/erank"], "MI": LABELS["info/mi_corr_a1"]}
+SUMMARY = {
+    "linear top-1": LABELS["eval/linear_top1"],
+    "kNN top-1": LABELS["eval/knn_top1"],
+    "erank": LABELS["info/erank"],
+    "MI": LABELS["info/mi_corr_a1"],
+}
 
 
 @dataclass
@@ -94,8 +98,10 @@ def wait_all(client: httpx.Client, sweeps: list[Submitted], started: float, time
                 item.sweep = client.get(f"/api/sweeps/{item.sweep['id']}").raise_for_status().json()
                 if done_count(item.sweep) == item.sweep["total"]:
                     item.ended_at = time.monotonic()
-                    print(f"  sweep {item.name} ended after {item.ended_at - started:.0f} s: {item.sweep['counts']}",
-                          flush=True)
+                    print(
+                        f"  sweep {item.name} ended after {item.ended_at - started:.0f} s: {item.sweep['counts']}",
+                        flush=True,
+                    )
             for status, number in item.sweep["counts"].items():
                 counts[status] = counts.get(status, 0) + number
         done = sum(counts.get(status, 0) for status in TERMINAL)
@@ -107,8 +113,11 @@ def wait_all(client: httpx.Client, sweeps: list[Submitted], started: float, time
         if done == total:
             return
         if now > deadline:
-            print(f"--timeout: {total - done} of {total} cells not ended after {timeout_s:.0f} s; reporting as they "
-                  "stand", flush=True)
+            print(
+                f"--timeout: {total - done} of {total} cells not ended after {timeout_s:.0f} s; reporting as they "
+                "stand",
+                flush=True,
+            )
             for item in sweeps:
                 if item.ended_at is None:
                     item.problems.append(f"{item.sweep['total'] - done_count(item.sweep)} cells not ended")
@@ -156,6 +165,7 @@ def results_table(page: Any) -> tuple[list[str], list[list[str]]]:
 
 def check_page(page: Any, item: Submitted, errors: list[str], foreign: list[str]) -> None:
     """Record in ``item.problems`` whatever the rendered report lacks."""
+
     def expect(condition: bool, problem: str) -> None:
         if not condition:
             item.problems.append(problem)
@@ -228,9 +238,11 @@ def print_summary(item: Submitted, header: list[str], rows: list[list[str]], ran
     paper = {column: index for index, column in enumerate(header) if column.startswith("paper")}
     seeds = len(item.body["parameters"].get(SEED, {}).get("values", [])) or 1
     wall = (item.ended_at or time.monotonic()) - item.submitted_at
-    print(f"\n{item.name} ({item.stem}.yaml): {item.sweep['total']} cells, {seeds} seed(s) per row; "
-          f"submit -> last cell ended {wall:.0f} s (queue shared with the other sweeps), cells ran {ran_s:.0f} s "
-          f"in all, {retries} retries")
+    print(
+        f"\n{item.name} ({item.stem}.yaml): {item.sweep['total']} cells, {seeds} seed(s) per row; "
+        f"submit -> last cell ended {wall:.0f} s (queue shared with the other sweeps), cells ran {ran_s:.0f} s "
+        f"in all, {retries} retries"
+    )
     columns = [" / ".join(keys), "cells", *wanted, *paper]
     print("  " + " | ".join(columns))
     for row in rows:
@@ -239,8 +251,9 @@ def print_summary(item: Submitted, header: list[str], rows: list[list[str]], ran
         print("  " + " | ".join(values))
 
 
-def report(client: httpx.Client, browser: Any, token: str, item: Submitted, data_dir: Path, reports: Path,
-           shots: Path) -> tuple[Submitted, list[str], list[list[str]], float, int]:
+def report(
+    client: httpx.Client, browser: Any, token: str, item: Submitted, data_dir: Path, reports: Path, shots: Path
+) -> tuple[Submitted, list[str], list[list[str]], float, int]:
     """Save, check and photograph one sweep's report; what its summary needs."""
     # the MLflow sync stores the page once every cell has ended
     ended = item.ended_at is not None
@@ -257,12 +270,19 @@ def report(client: httpx.Client, browser: Any, token: str, item: Submitted, data
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=[*SWEEP_FILES, *(f"paper-{stem.replace('_', '-')}" for stem in SWEEP_FILES)],
-                        help="run one sweep (file stem or sweep name)")
+    parser.add_argument(
+        "--only",
+        choices=[*SWEEP_FILES, *(f"paper-{stem.replace('_', '-')}" for stem in SWEEP_FILES)],
+        help="run one sweep (file stem or sweep name)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dir (SQLite, MLflow, runs, logs)")
     parser.add_argument("--output", type=Path, default=ROOT / "test-output")
-    parser.add_argument("--timeout", type=float, default=4 * 3600,
-                        help="seconds to wait for the cells; then the reports are taken as they stand")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=4 * 3600,
+        help="seconds to wait for the cells; then the reports are taken as they stand",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the service and the Ray head on the way out
     stems = [stem for stem in SWEEP_FILES if args.only in (None, stem, f"paper-{stem.replace('_', '-')}")]
@@ -314,9 +334,11 @@ def main() -> int:
             print(f"data dir kept: {data_dir} (API log {scratch / 'api.log'})", flush=True)
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n=== {len(items)} sweeps, {sum(item.sweep['total'] for item in items)} cells: training "
-          f"{trained:.0f} s, total wall {time.monotonic() - began:.0f} s (service start, reports and browser "
-          "included) ===")
+    print(
+        f"\n=== {len(items)} sweeps, {sum(item.sweep['total'] for item in items)} cells: training "
+        f"{trained:.0f} s, total wall {time.monotonic() - began:.0f} s (service start, reports and browser "
+        "included) ==="
+    )
     for item, header, rows, ran_s, retries in summaries:
         print_summary(item, header, rows, ran_s, retries)
     print(f"\nreports in {reports}, screenshots in {shots}")
