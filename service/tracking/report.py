@@ -40,13 +40,15 @@ LABELS = {
     "info/mi_corr_a1": "final MI",
 }
 CURVE_TITLES = {
-    "info/mi_corr_a1": "Matrix mutual information (α = 1, correlation; Fig 1, 3b)",
-    "info/joint_entropy_corr_a1": "Matrix joint entropy (α = 1, correlation; Fig 2, 3a)",
+    "info/mi_corr_a1": "Matrix mutual information (α = 1, batch-normalised covariance; Fig 1, 3b)",
+    "info/joint_entropy_corr_a1": "Matrix joint entropy (α = 1, batch-normalised covariance; Fig 2, 3a)",
     "info/erank": "Effective rank, Def. 5.1 (Fig 4)",
     "info/js_corr": "Matrix JS divergence between branches (Fig 5a)",
 }
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 WIDTH, HEIGHT, PAD = 640, 240, 48
+TICKS = 5  # labelled values per axis, ends included
+DASHES = ("", "6 3", "2 2", "8 3 2 3")  # the seeds of one swept value: one colour, these strokes
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:980px;color:#1b1b1b;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
@@ -55,7 +57,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-sp
 .scale{color:#555;margin:.2rem 0}.paper{background:#fff8e1}.muted{color:#777}
 .status-failed{color:#b00020}.status-succeeded{color:#1b7f3b}.status-running{color:#1f5fbf}
 figure{margin:1rem 0}svg{background:#fcfcfc;border:1px solid #e3e3e3}
-.legend span{display:inline-block;margin-right:1rem}.swatch{display:inline-block;width:12px;height:3px;
+.legend span{display:inline-block;margin-right:1rem}.swatch{display:inline-block;border:0;background:none;
 vertical-align:middle;margin-right:4px}
 """
 
@@ -188,7 +190,7 @@ def _results(report: SweepReport) -> str:
     header += '<th class="num">cells</th>' + "".join(f'<th class="num">{LABELS[metric]}</th>' for metric in metrics)
     header += "".join(f'<th class="num paper">{escape(column.header)}</th>' for column in columns)
     rows = [_result_row(key, cells, metrics, columns) for key, cells in groups(report).items()]
-    scales = "".join(f'<p class="scale">{escape(column.label)}</p>' for column in columns)
+    scales = "".join(f'<p class="scale">{escape(label)}</p>' for label in dict.fromkeys(c.label for c in columns))
     if columns:
         scales += f'<p class="scale">{escape(ours_label(report.base_config))}</p>'
     note = '<p class="muted">mean ± sample standard deviation over the cells (seeds) that recorded a value.</p>'
@@ -234,7 +236,7 @@ def paper_columns(report: SweepReport) -> list[PaperColumn]:
     if names == ["method"] and _methods(report) <= set(paper.TABLE3_CIFAR100):
         return [
             PaperColumn(
-                f"paper {metric.replace('_', ' ')} (%)",
+                f"paper {LABELS[f'eval/{metric}']}",
                 paper.TABLE3.label,
                 {key: paper.TABLE3_CIFAR100[key[0]][metric] for key in keys},
                 1,
@@ -299,16 +301,17 @@ def line_chart(metric: str, cells: Sequence[ReportCell]) -> str:
     xs = [x for _, points in curves for x, _ in points]
     ys = [y for _, points in curves for _, y in points]
     to_svg = _Scale(min(xs), max(xs), min(ys), max(ys))
+    strokes = _strokes([cell for cell, _ in curves])
     lines = "".join(
-        f'<polyline fill="none" stroke="{PALETTE[i % len(PALETTE)]}" stroke-width="1.5" '
+        f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="{dash}" '
         f'points="{" ".join(to_svg.point(x, y) for x, y in points)}"/>'
-        for i, (_, points) in enumerate(curves)
+        for (_, points), (colour, dash) in zip(curves, strokes, strict=True)
     )
     parameters = sorted({name for cell, _ in curves for name in cell.params})
     legend = "".join(
-        f'<span><i class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></i>'
-        f"{escape(cell_label(cell, parameters))}</span>"
-        for i, (cell, _) in enumerate(curves)
+        f'<span><svg class="swatch" width="18" height="6"><path d="M0,3H18" stroke="{colour}" stroke-width="2" '
+        f'stroke-dasharray="{dash}"/></svg>{escape(cell_label(cell, parameters))}</span>'
+        for (cell, _), (colour, dash) in zip(curves, strokes, strict=True)
     )
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
@@ -316,6 +319,20 @@ def line_chart(metric: str, cells: Sequence[ReportCell]) -> str:
     )
     caption = f"<figcaption>{escape(CURVE_TITLES[metric])} against step</figcaption>"
     return f'<figure data-metric="{escape(metric)}">{caption}{svg}<div class="legend">{legend}</div></figure>'
+
+
+def _strokes(cells: Sequence[ReportCell]) -> list[tuple[str, str]]:
+    """(colour, dash) per cell: one colour per swept value (every parameter but the seed), one dash per seed
+    within it, so a method's or a mu's seeds read as one family."""
+    families: dict[tuple[Any, ...], int] = {}
+    seen: dict[tuple[Any, ...], int] = {}
+    strokes = []
+    for cell in cells:
+        family = tuple(sorted((name, str(value)) for name, value in cell.params.items() if name != "seed"))
+        colour = PALETTE[families.setdefault(family, len(families)) % len(PALETTE)]
+        seen[family] = seen.get(family, -1) + 1
+        strokes.append((colour, DASHES[seen[family] % len(DASHES)]))
+    return strokes
 
 
 def _finite_points(series: SeriesData) -> list[tuple[float, float]]:
@@ -338,20 +355,23 @@ class _Scale:
         return f"{px:.1f},{py:.1f}"
 
     def axes(self) -> str:
+        """The frame, ``TICKS`` labelled values on each axis, and light gridlines across the plot."""
         left, right, top, bottom = PAD, WIDTH - PAD, PAD, HEIGHT - PAD
-        ticks = [
-            (left, bottom + 16, "middle", f"{self.x0:g}"),
-            (right, bottom + 16, "middle", f"{self.x1:g}"),
-            (left - 4, bottom, "end", f"{self.y0:.3g}"),
-            (left - 4, top + 4, "end", f"{self.y1:.3g}"),
-            ((left + right) / 2, HEIGHT - 8, "middle", "step"),
-        ]
-        text = "".join(
-            f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="11" fill="#555">{label}</text>'
-            for x, y, anchor, label in ticks
-        )
-        frame = f'<path d="M{left},{top}V{bottom}H{right}" fill="none" stroke="#999"/>'
-        return frame + text
+        parts = [f'<path d="M{left},{top}V{bottom}H{right}" fill="none" stroke="#999"/>']
+        for i in range(TICKS):
+            share = i / (TICKS - 1)
+            x, y = left + share * (right - left), bottom - share * (bottom - top)
+            step, value = self.x0 + share * (self.x1 - self.x0), self.y0 + share * (self.y1 - self.y0)
+            if i:
+                parts.append(f'<path d="M{left},{y:.1f}H{right}" stroke="#e6e6e6"/>')
+            parts.append(_label(x, bottom + 16, "middle", f"{step:.4g}"))
+            parts.append(_label(left - 4, y + 4, "end", f"{value:.3g}"))
+        parts.append(_label((left + right) / 2, HEIGHT - 8, "middle", "step"))
+        return "".join(parts)
+
+
+def _label(x: float, y: float, anchor: str, text: str) -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="11" fill="#555">{escape(text)}</text>'
 
 
 def _cells(report: SweepReport) -> str:

@@ -23,7 +23,7 @@ from service.store.models import Job, MetricPoint, Sweep
 from service.store.series import SeriesData
 from service.store.states import JobStatus
 from service.tracking.mlflow_sync import sync_pass
-from service.tracking.report import ReportCell, SweepReport, render
+from service.tracking.report import ReportCell, SweepReport, line_chart, render
 from service.tracking.sweep_report import store_report
 from service.tracking.tracker import Tracker
 from tests.service.conftest import Cli
@@ -88,6 +88,16 @@ def test_figures_are_inline_svg_without_scripts_or_network() -> None:
     assert 'data-metric="info/mi_corr_a1"' not in html, "no figure for a metric no cell recorded"
 
 
+def test_the_seeds_of_one_swept_value_share_a_colour_and_differ_in_dash() -> None:
+    figure = line_chart("info/erank", seeded_mu_cells())
+    strokes = re.findall(
+        r'<polyline fill="none" stroke="(#\w+)" stroke-width="1.5" stroke-dasharray="([\d ]*)"', figure
+    )
+    assert len(strokes) == 6
+    assert len({colour for colour, _ in strokes[:3]}) == 1 and len({dash for _, dash in strokes[:3]}) == 3  # mu = 1
+    assert strokes[3][0] != strokes[0][0] and [dash for _, dash in strokes[3:]] == [dash for _, dash in strokes[:3]]
+
+
 def test_every_user_string_is_escaped() -> None:
     hostile = cell(1, {"loss.mu": HOSTILE, "seed": 0}, eval__linear_top1=0.5)
     hostile = ReportCell(
@@ -123,7 +133,8 @@ def test_method_sweep_gets_table3_and_fig4_and_a_temperature_sweep_fig3_without_
     html = render(SweepReport(1, "methods", [], ["method", "seed"], MMAE, methods))
     assert ">59.2<" in results_row(html, "mae") and ">86.8<" in results_row(html, "umae")
     assert ">60.9<" in results_row(html, "mmae") and ">88.1<" in results_row(html, "mmae")
-    assert "paper (Table 3): ViT-B, CIFAR-100, 1000 ep, mu = 1" in html and "paper (Fig 4)" in html
+    assert html.count("paper (Table 3): ViT-B, CIFAR-100, 1000 ep, mu = 1") == 1 and "paper (Fig 4)" in html
+    assert "paper linear top-1 (%)" in html and "paper linear top-5 (%)" in html  # spelt as our columns are
 
     simclr = TrainConfig.model_validate({"method": "simclr"}).model_dump(mode="json")
     temps = [cell(i, {"loss.temperature": t}, config=simclr) for i, t in enumerate((0.3, 0.5, 0.7), start=1)]
