@@ -53,11 +53,12 @@ from service.scheduling.scheduler import admit_queued
 from service.settings import Settings
 from service.store.db import make_engine, make_session_factory
 from service.store.migrations import upgrade_to_head
-from service.store.models import AttemptProgress, Job, MetricPoint
+from service.store.models import Attempt, AttemptProgress, Job, MetricPoint
 from service.store.run_params import key_params
 from service.store.states import TERMINAL
 from service.tracking.tracker import Tracker
 from workers.reporter import Reporter, connect
+from workers.spec import SPEC_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("MMAE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -147,14 +148,15 @@ def ours_once(client: httpx.Client) -> float:
     return elapsed
 
 
-def raw_once(jobs: Any, python: str, spec: Path) -> float:
-    """Seconds from submit_job to Ray reporting RUNNING for the same entrypoint; then stopped and drained."""
+def raw_once(jobs: Any, template: Any) -> float:
+    """Seconds from submit_job to Ray reporting RUNNING for the entrypoint and runtime env of one of our
+    attempts (``template``, Ray's record of it); then stopped and drained."""
     started = time.perf_counter()
     submission = jobs.submit_job(
-        entrypoint=f"{python} -m workers.run --spec {spec}",
+        entrypoint=template.entrypoint,
         entrypoint_num_cpus=1,
         entrypoint_num_gpus=0,
-        runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "10"}},
+        runtime_env=template.runtime_env,
     )
     wait_for(lambda: str(jobs.get_job_status(submission).value) != "PENDING", 120, "raw job never ran")
     elapsed = time.perf_counter() - started
@@ -168,19 +170,19 @@ def raw_once(jobs: Any, python: str, spec: Path) -> float:
     return elapsed
 
 
-def submit_latency(client: httpx.Client, ray_address: str, data_dir: Path, rounds: int) -> tuple[float, float]:
+def submit_latency(client: httpx.Client, ray_address: str, rounds: int) -> tuple[float, float]:
     """Median seconds to running: (ours, raw Ray), interleaved round by round after one warm-up each."""
     from ray.job_submission import JobSubmissionClient
 
     jobs = JobSubmissionClient(ray_address, headers=ray_head.auth_headers())
     ours_once(client)  # warm-up: creates the MLflow experiment and store
-    spec = next((data_dir / "runs").glob("job-*/attempts/*.json"))
-    raw_once(jobs, sys.executable, spec)
+    template = next(job for job in jobs.list_jobs() if SPEC_ENV in (job.runtime_env or {}).get("env_vars", {}))
+    raw_once(jobs, template)
     ours, raw = [], []
     for round_ in range(rounds):
         pair = [
             lambda: ours.append(ours_once(client)),
-            lambda: raw.append(raw_once(jobs, sys.executable, spec)),
+            lambda: raw.append(raw_once(jobs, template)),
         ]
         for measure in pair if round_ % 2 == 0 else pair[::-1]:
             measure()
@@ -354,11 +356,29 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def running_attempt(engine: Any) -> tuple[int, int]:
+    """A running job with a running attempt, as the scheduler leaves one: (job id, attempt id)."""
+    config = TrainConfig.model_validate({"steps": 300})
+    with make_session_factory(engine)() as session:
+        job = Job(
+            name="ingest",
+            method="mmae",
+            config=config.model_dump(mode="json"),
+            config_hash=config_hash(config),
+            status="running",
+        )
+        attempt = Attempt(job=job, number=1, status="running", ray_submission_id=f"ingest-{uuid.uuid4().hex}")
+        session.add_all([job, attempt])
+        session.commit()
+        return job.id, attempt.id
+
+
 def ingest_rate(database_url: str, points: int, names: int = 20) -> float:
     """Points per second through ``Reporter`` as workers configure it (its default batching: one upsert
     per ``flush_points`` points or ``flush_interval_s``)."""
     engine = connect(database_url)
-    reporter = Reporter(engine, job_id=2_000_000_000, attempt_id=2_000_000_000)
+    job_id, attempt_id = running_attempt(engine)  # the fence admits only the job's current attempt
+    reporter = Reporter(engine, job_id=job_id, attempt_id=attempt_id)
     reporter.on_train_start(
         RunInfo(
             total_steps=points // names,
@@ -468,7 +488,7 @@ def main() -> None:
         ray_head.temporary_head(Path(scratch) / "ray_auth_token", num_cpus=4, num_gpus=0) as ray_address,
         api_process(url, ray_address, Path(scratch) / "data", intervals, args.workers) as (client, pid),
     ):
-        ours, raw = submit_latency(client, ray_address, Path(scratch) / "data", args.rounds)
+        ours, raw = submit_latency(client, ray_address, args.rounds)
         big = seed_jobs(url, args.jobs)
         accept = sweep_accept(client)
         headers = dict(client.headers)
