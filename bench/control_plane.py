@@ -377,6 +377,7 @@ def ingest_rate(database_url: str, points: int, names: int = 20) -> float:
     """Points per second through ``Reporter`` as workers configure it (its default batching: one upsert
     per ``flush_points`` points or ``flush_interval_s``)."""
     engine = connect(database_url)
+    upgrade_to_head(engine)
     job_id, attempt_id = running_attempt(engine)  # the fence admits only the job's current attempt
     reporter = Reporter(engine, job_id=job_id, attempt_id=attempt_id)
     reporter.on_train_start(
@@ -502,6 +503,7 @@ def main() -> None:
         paced, paced_rps = asyncio.run(
             read_latency(str(client.base_url), headers, big, args.clients, args.seconds, 1.0)
         )
+    with scratch_database() as url:  # no scheduler here: it would fail the ingest's attempt, which Ray never ran
         ingest = ingest_rate(url, args.points)
 
     print(
